@@ -1,0 +1,73 @@
+"""Loading a model artifact and producing quantile forecasts from raw history windows.
+
+Needs only numpy, pandas and torch: this is what the KServe predictor and the backtests call.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cityscale import storage
+from cityscale.calendar import calendar_features
+from cityscale.model.contract import WEIGHTS_FILE, ModelContract
+from cityscale.model.inputs import encode
+from cityscale.model.network import QuantileMLP
+
+
+class Forecaster:
+    def __init__(self, contract: ModelContract, net: QuantileMLP, version: str = "unregistered"):
+        self.contract = contract
+        self.net = net.eval()
+        self.version = version
+
+    @classmethod
+    def load(cls, uri: str | Path, version: str = "unregistered") -> Forecaster:
+        """Load from a local directory or any fsspec directory URI (gs://, file://)."""
+        local = Path(str(uri))
+        if not local.is_dir():
+            local = storage.download_dir(str(uri), tempfile.mkdtemp(prefix="cityscale-model-"))
+        contract = ModelContract.load(local)
+        net = QuantileMLP(
+            contract.in_dim, contract.horizon, len(contract.quantiles), contract.hidden_size, contract.dropout
+        )
+        net.load_state_dict(torch.load(local / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        return cls(contract, net, version)
+
+    @property
+    def horizon(self) -> int:
+        return self.contract.horizon
+
+    @property
+    def input_window(self) -> int:
+        return self.contract.input_window
+
+    def calendar(self, starts: Sequence[pd.Timestamp], cities: Sequence[str]) -> np.ndarray:
+        """Calendar covariates [N, H, K] for the hours each forecast covers."""
+        h = self.horizon
+        stamps = pd.DatetimeIndex([s + pd.Timedelta(hours=k) for s in starts for k in range(h)])
+        out = np.empty((len(starts), h, len(self.contract.calendar_features)), dtype=np.float32)
+        cities_arr = np.asarray(cities)
+        for city in np.unique(cities_arr):
+            sel = np.flatnonzero(cities_arr == city)
+            idx = (sel[:, None] * h + np.arange(h)[None, :]).ravel()
+            out[sel] = calendar_features(stamps[idx], str(city)).reshape(len(sel), h, -1)
+        return out
+
+    @torch.inference_mode()
+    def predict(
+        self, history: np.ndarray, starts: Sequence[pd.Timestamp], cities: Sequence[str]
+    ) -> np.ndarray:
+        """Quantile forecasts [N, H, Q] in counts (>= 0) from history [N, L] (NaN = missing)."""
+        if history.ndim != 2 or history.shape[1] != self.input_window:
+            raise ValueError(f"history must be [N, {self.input_window}], got {list(history.shape)}")
+        if not (len(history) == len(starts) == len(cities)):
+            raise ValueError("history, starts and cities must have the same length")
+        x, scale = encode(history, self.calendar(starts, cities))
+        scaled = self.net(torch.from_numpy(x)).numpy()
+        return np.clip(scaled * scale[:, None, None], 0.0, None)

@@ -1,0 +1,82 @@
+"""Lightning wrappers: the training step lives here; the Trainer owns devices and strategy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from cityscale.model.inputs import encode
+from cityscale.model.network import QuantileMLP, pinball_loss
+from cityscale.windows import Examples
+
+
+class ForecastModule(pl.LightningModule):
+    def __init__(
+        self,
+        in_dim: int,
+        horizon: int,
+        quantiles: list[float],
+        hidden_size: int,
+        dropout: float,
+        learning_rate: float,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = QuantileMLP(in_dim, horizon, len(quantiles), hidden_size, dropout)
+        self.register_buffer("quantiles", torch.tensor(quantiles, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, y, mask = batch
+        return pinball_loss(self(x), y, mask, self.quantiles)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.trainer.max_epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _tensors(examples: Examples) -> TensorDataset:
+    x, scale = encode(examples.history, examples.calendar)
+    observed = np.isfinite(examples.target)
+    y = np.where(observed, examples.target, 0.0) / scale[:, None]
+    return TensorDataset(
+        torch.from_numpy(x),
+        torch.from_numpy(y.astype(np.float32)),
+        torch.from_numpy(observed.astype(np.float32)),
+    )
+
+
+class ExamplesDataModule(pl.LightningDataModule):
+    """Splits examples in time: the latest ``val_fraction`` of origins validate, the rest train."""
+
+    def __init__(self, examples: Examples, batch_size: int, val_fraction: float = 0.1):
+        super().__init__()
+        self.examples = examples
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+
+    def setup(self, stage: str | None = None) -> None:
+        origins = self.examples.origins
+        cutoff = np.quantile(origins.astype("int64"), 1.0 - self.val_fraction).astype("datetime64[ns]")
+        train_mask = origins < cutoff
+        self.train_set = _tensors(self.examples.select(train_mask))
+        self.val_set = _tensors(self.examples.select(~train_mask))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size * 4)

@@ -1,0 +1,1 @@
+"""Pipeline definitions, their compiler entry point and the local (kfp.local) runner."""

@@ -1,0 +1,27 @@
+"""Compile every pipeline to ``pipelines/compiled/<name>.yaml`` (deterministic output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kfp import compiler
+
+from pipelines.training import training_pipeline
+
+COMPILED_DIR = Path(__file__).parent / "compiled"
+PIPELINES = {"training": training_pipeline}
+
+
+def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, pipeline in PIPELINES.items():
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, package_path=str(path))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in compile_all():
+        print(p)

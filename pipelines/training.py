@@ -1,0 +1,73 @@
+"""The training pipeline: ingest -> features -> train -> evaluate -> (gate) register -> deploy."""
+
+from kfp import dsl, kubernetes
+
+from cityscale.config import get_settings
+from components.deploy import deploy
+from components.evaluate import evaluate
+from components.features import build_features
+from components.ingest import ingest
+from components.register import register
+from components.train import train
+
+PIPELINE_NAME = "cityscale-training"
+GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
+SETTINGS = get_settings()
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Train, backtest and deploy the CityScale foot-traffic forecaster.")
+def training_pipeline(
+    store_uri: str,
+    registry_uri: str,
+    source: str = "",
+    data_start: str = "",
+    data_end: str = "",
+    test_start: str = "2022-07-01",
+    test_end: str = "",
+    max_epochs: int = 8,
+    deploy_target: str = "local",
+):
+    """Train, backtest and deploy the CityScale foot-traffic forecaster.
+
+    Args:
+        store_uri: Raw-zone root (gs:// in the cluster, a local path under kfp.local).
+        registry_uri: Model registry root.
+        source: Snapshot to ingest; empty = the bundled Melbourne sample.
+        data_start: First local day of the data window (empty = all data).
+        data_end: End of the data window, exclusive (empty = all data).
+        test_start: First held-out day for the backtest; training targets end before it.
+        test_end: End of the held-out period, exclusive (empty = end of data).
+        max_epochs: Training epochs.
+        deploy_target: Where a model that passes the gate goes ("local").
+    """
+    ingest_task = ingest(source=source, store_uri=store_uri, start=data_start, end=data_end)
+    ingest_task.set_display_name("Ingest counts").set_caching_options(False)
+
+    features_task = build_features(raw=ingest_task.outputs["raw"], test_start=test_start)
+    features_task.set_display_name("Build training examples").set_caching_options(False)
+
+    train_task = train(examples=features_task.outputs["examples"], max_epochs=max_epochs)
+    train_task.set_display_name("Train quantile model")
+    train_task.set_cpu_limit(SETTINGS.train_cpu_limit).set_memory_limit(SETTINGS.train_memory_limit)
+    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(SETTINGS.train_gpus)
+    kubernetes.add_node_selector(train_task, label_key=GPU_NODE_LABEL, label_value=SETTINGS.gpu_node_type)
+    kubernetes.add_toleration(train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+
+    eval_task = evaluate(
+        raw=ingest_task.outputs["raw"],
+        model=train_task.outputs["model"],
+        test_start=test_start,
+        test_end=test_end,
+        registry_uri=registry_uri,
+    )
+    eval_task.set_display_name("Backtest vs baselines")
+
+    with dsl.If(eval_task.outputs["Output"] == True, name="model-beats-baselines"):  # noqa: E712
+        register_task = register(
+            model=train_task.outputs["model"],
+            evaluation=eval_task.outputs["evaluation"],
+            registry_uri=registry_uri,
+        )
+        register_task.set_display_name("Register model")
+        deploy_task = deploy(version=register_task.output, registry_uri=registry_uri, target=deploy_target)
+        deploy_task.set_display_name("Deploy model")
