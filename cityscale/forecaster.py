@@ -60,9 +60,7 @@ class Forecaster:
         return out
 
     @torch.inference_mode()
-    def predict(
-        self, history: np.ndarray, starts: Sequence[pd.Timestamp], cities: Sequence[str]
-    ) -> np.ndarray:
+    def predict(self, history: np.ndarray, starts: Sequence[pd.Timestamp], cities: Sequence[str]) -> np.ndarray:
         """Quantile forecasts [N, H, Q] in counts (>= 0) from history [N, L] (NaN = missing)."""
         if history.ndim != 2 or history.shape[1] != self.input_window:
             raise ValueError(f"history must be [N, {self.input_window}], got {list(history.shape)}")

@@ -39,9 +39,7 @@ def version_uri(registry_uri: str, name: str, version: str) -> str:
     return storage.join(_root(registry_uri, name), "versions", version)
 
 
-def register(
-    model_dir: str | Path, registry_uri: str, name: str, metrics: dict[str, Any], model_card: str
-) -> str:
+def register(model_dir: str | Path, registry_uri: str, name: str, metrics: dict[str, Any], model_card: str) -> str:
     """Copy a model artifact into the next version and point ``latest`` at it."""
     existing = versions(registry_uri, name)
     version = f"{int(existing[-1]) + 1 if existing else 1:04d}"

@@ -132,9 +132,10 @@ def register(model_dir: str, metrics: dict[str, float], registry_uri: str, model
             f"# {model_name}",
             "",
             f"Global quantile model ({contract.architecture}) forecasting {contract.horizon} hourly counts "
-            f"(quantiles {contract.quantiles}) from the previous {contract.input_window} hours and calendar covariates.",
-            f"Trained on origins {contract.training_start} .. {contract.training_end} "
-            f"({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, cities {contract.cities}).",
+            f"(quantiles {contract.quantiles}) from the previous {contract.input_window} hours and calendar "
+            f"covariates. Trained on origins {contract.training_start} .. {contract.training_end} "
+            f"({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
+            f"cities {contract.cities}).",
             "",
             "## Backtest metrics",
             "",

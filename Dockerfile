@@ -1,0 +1,24 @@
+# CityScale app image: every KFP component and the KServe predictor run in it.
+# Build: make images (tags by git SHA). The compiled pipeline points at CITYSCALE_IMAGE.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 cityscale \
+    && useradd --system --uid 10001 --gid cityscale --home-dir /app --shell /usr/sbin/nologin cityscale
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cityscale ./cityscale
+COPY components ./components
+COPY pipelines ./pipelines
+COPY serving ./serving
+RUN pip install --no-cache-dir . && pip check
+
+USER 10001:10001
+ENV CITYSCALE_WORKDIR=/tmp/cityscale
+EXPOSE 8080 8081
+ENTRYPOINT ["python", "-m", "serving"]

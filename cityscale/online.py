@@ -1,0 +1,148 @@
+"""Online forecasting: validate a request, fetch each sensor's recent history, run the model.
+
+This is the whole forecast path behind the KServe predictor, kept free of KServe so it can be
+tested directly. Every problem with a request raises ``ForecastRequestError`` with a message
+that says what is wrong; the server turns it into a 400 / INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from cityscale import raw_zone
+from cityscale.cities import get_city
+from cityscale.forecaster import Forecaster
+from cityscale.panel import Panel
+
+MISSING = -1.0  # marker for a missing hour in an explicit history tensor (JSON has no NaN)
+
+
+class ForecastRequestError(ValueError):
+    """The request cannot be served as sent (the client's fault, not the server's)."""
+
+
+class HistorySource(Protocol):
+    def city_of(self, sensor_id: str) -> str | None: ...
+
+    def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray: ...
+
+
+class RawZoneHistory:
+    """Recent history read from the raw zone into memory once (the embedded default).
+
+    The feature platform's online store replaces this in the cluster; the interface is the same.
+    """
+
+    def __init__(self, store_uri: str):
+        df = raw_zone.read(store_uri)
+        if df.empty:
+            raise FileNotFoundError(f"the raw zone at {store_uri} holds no counts")
+        self.panel = Panel.from_raw(df)
+        self._rows = {s: i for i, s in enumerate(self.panel.sensor_ids)}
+
+    def city_of(self, sensor_id: str) -> str | None:
+        row = self._rows.get(sensor_id)
+        return None if row is None else self.panel.cities[row]
+
+    @property
+    def last_hour(self) -> pd.Timestamp:
+        return self.panel.index[-1]
+
+    def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray:
+        rows = np.array([self._rows[s] for s in sensor_ids])
+        positions = np.array([self.panel.position(t) for t in starts])
+        return self.panel.window(rows, positions - length, length)
+
+
+@dataclass
+class ForecastBatch:
+    sensor_ids: list[str]
+    starts: list[pd.Timestamp]
+    quantiles: list[float]
+    values: np.ndarray  # [N, H, Q]
+    target_times: np.ndarray  # str [N, H], local ISO hours
+
+    def quantile(self, q: float) -> np.ndarray:
+        return self.values[..., self.quantiles.index(q)]
+
+
+def parse_start(text: str, city: str) -> pd.Timestamp:
+    """A forecast start as a naive local hour; offsets are converted to the city's time zone."""
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise ForecastRequestError(f"forecast_start {text!r} is not an ISO 8601 date-time") from exc
+    if stamp is pd.NaT or pd.isna(stamp):
+        raise ForecastRequestError(f"forecast_start {text!r} is not a date-time")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert(get_city(city).timezone).tz_localize(None)
+    if stamp != stamp.floor("h"):
+        raise ForecastRequestError(f"forecast_start {text!r} must be on the hour (e.g. 2022-10-01T00:00:00)")
+    return stamp
+
+
+class ForecastService:
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        history: HistorySource,
+        max_batch: int,
+        min_history_fraction: float,
+        default_city: str = "melbourne",
+    ):
+        self.forecaster = forecaster
+        self.history_source = history
+        self.max_batch = max_batch
+        self.min_history_fraction = min_history_fraction
+        self.default_city = default_city
+
+    def forecast(self, sensor_ids: list[str], starts: list[str], history: np.ndarray | None = None) -> ForecastBatch:
+        n = len(sensor_ids)
+        if n == 0:
+            raise ForecastRequestError("sensor_id is empty: send at least one sensor")
+        if n > self.max_batch:
+            raise ForecastRequestError(f"batch of {n} sensors exceeds the limit of {self.max_batch}")
+        if len(starts) == 1 and n > 1:
+            starts = starts * n
+        if len(starts) != n:
+            raise ForecastRequestError(f"forecast_start has {len(starts)} values for {n} sensors (send 1 or {n})")
+        window = self.forecaster.input_window
+        cities = []
+        for sensor in sensor_ids:
+            city = self.history_source.city_of(sensor)
+            if city is None and history is None:
+                raise ForecastRequestError(f"unknown sensor {sensor!r}; send its history explicitly to forecast it")
+            cities.append(city or self.default_city)
+        stamps = [parse_start(s, c) for s, c in zip(starts, cities, strict=True)]
+
+        if history is None:
+            values = self.history_source.history(sensor_ids, stamps, window)
+        else:
+            values = self._explicit_history(history, n, window)
+        observed = np.isfinite(values).mean(axis=1)
+        short = np.flatnonzero(observed < self.min_history_fraction)
+        if len(short):
+            i = int(short[0])
+            raise ForecastRequestError(
+                f"not enough history for sensor {sensor_ids[i]!r} before {stamps[i]:%Y-%m-%dT%H:%M}: "
+                f"{observed[i]:.0%} of the last {window} hours observed, need {self.min_history_fraction:.0%}"
+            )
+        quantiles = self.forecaster.predict(values, stamps, cities)
+        horizon = self.forecaster.horizon
+        offsets = pd.to_timedelta(np.arange(horizon), unit="h")
+        target_times = np.array([[f"{s + o:%Y-%m-%dT%H:%M:%S}" for o in offsets] for s in stamps], dtype=object)
+        return ForecastBatch(sensor_ids, stamps, list(self.forecaster.contract.quantiles), quantiles, target_times)
+
+    @staticmethod
+    def _explicit_history(history: np.ndarray, n: int, window: int) -> np.ndarray:
+        if history.shape != (n, window):
+            raise ForecastRequestError(f"history must have shape [{n}, {window}], got {list(history.shape)}")
+        if not np.isfinite(history).all():
+            raise ForecastRequestError(f"history holds NaN or infinite values; mark missing hours with {MISSING}")
+        values = history.astype(np.float32)
+        values[values < 0] = np.nan
+        return values

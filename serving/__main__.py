@@ -1,0 +1,30 @@
+"""Start the CityScale model server: ``python -m serving [--model production|latest|N|URI]``.
+
+Ports come from the settings (``HTTP_PORT``/``GRPC_PORT``). kserve parses ``sys.argv`` on import
+with its own flags, so ours are parsed with ``parse_known_args`` and named to avoid collisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cityscale.config import get_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="production", help="registry alias, version number or model URI")
+    args, _ = parser.parse_known_args()
+
+    import kserve
+
+    from serving.predictor import CityScalePredictor
+
+    settings = get_settings()
+    predictor = CityScalePredictor(settings, model_uri=args.model)
+    predictor.load()
+    kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1).start([predictor])
+
+
+if __name__ == "__main__":
+    main()
