@@ -9,6 +9,14 @@ STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 export HTTP_PORT GRPC_PORT
+ENV ?= dev
+GIT_SHA ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LINT_VENV ?= .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+TF_DIR = terraform/envs/$(ENV)
+TF_OUT := build/terraform
+REGISTRY ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(ENV).helmfile-values.json"))["registry"])' 2>/dev/null)
+HELMFILE := helmfile --file helmfile.d --environment $(ENV) --state-values-set image.tag=$(GIT_SHA)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
@@ -30,9 +38,19 @@ run: $(STAMP) ## Run the training pipeline locally (kfp.local), serve the model,
 	$(BIN)/cityscale run
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (unit, contract, kfp.local e2e, real servers on loopback)
+test: $(STAMP) $(LINT_STAMP) ## Run the whole test suite (unit, contract, kfp.local e2e, real servers, offline infra checks)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	LINT_VENV=$(LINT_VENV) bash scripts/lint_infra.sh
+	LINT_VENV=$(LINT_VENV) $(BIN)/python -m pytest
+
+.PHONY: features-test
+features-test: $(STAMP) ## Feature-platform tests: Feast always; Tecton SDK tests only with CITYSCALE_TECTON=1 (licensed)
+	$(BIN)/python -m pytest tests/test_features_spec.py tests/test_feast_training.py tests/test_feast_online.py \
+	  tests/test_tecton_repo_static.py tests/test_tecton_client.py tests/test_tecton_sdk.py -rs
+
+.PHONY: bench-features
+bench-features: $(STAMP) ## Feature build/materialize/online benchmark on ../shared/data (writes build/bench/features.json)
+	$(BIN)/python benchmarks/bench_features.py
 
 .PHONY: compile
 compile: $(STAMP) ## Compile the pipelines to pipelines/compiled/*.yaml
@@ -50,6 +68,58 @@ lint: $(STAMP) ## Lint and format-check the Python code
 .PHONY: bench
 bench: $(STAMP) ## Run every benchmark; each prints a table and writes build/bench/<name>.json
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# --- Infrastructure (docs/runbook.md) ------------------------------------------------------------
+$(LINT_STAMP): requirements/infra-lint.txt
+	@test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet -r requirements/infra-lint.txt
+	$(LINT_VENV)/bin/pip check
+	@touch $@
+
+.PHONY: lint-infra
+lint-infra: $(LINT_STAMP) ## Offline infra checks: terraform fmt/HCL/checkov, hadolint, shellcheck, yamllint, helmfile, rendered manifests
+	@echo "lint-infra: every offline infrastructure check (venv $(LINT_VENV), manifests in build/manifests/)"
+	LINT_VENV=$(LINT_VENV) bash scripts/lint_infra.sh
+
+
+.PHONY: infra-plan
+infra-plan: ## Terraform plan of terraform/envs/$(ENV) (needs GCP_PROJECT, TF_STATE_BUCKET)
+	@test -n "$(GCP_PROJECT)" || { echo "GCP_PROJECT is required"; exit 1; }
+	@test -n "$(TF_STATE_BUCKET)" || { echo "TF_STATE_BUCKET is required (docs/runbook.md step 2)"; exit 1; }
+	@echo "infra-plan: terraform init+plan $(TF_DIR) for project $(GCP_PROJECT), state gs://$(TF_STATE_BUCKET)/cityscale/$(ENV) -> $(TF_DIR)/tfplan"
+	terraform -chdir=$(TF_DIR) init -input=false -backend-config="bucket=$(TF_STATE_BUCKET)"
+	terraform -chdir=$(TF_DIR) plan -input=false -var="project_id=$(GCP_PROJECT)" -out=tfplan
+
+.PHONY: infra-apply
+infra-apply: ## Apply the saved plan, export outputs for helmfile/pipelines, fetch cluster credentials
+	@test -f $(TF_DIR)/tfplan || { echo "no $(TF_DIR)/tfplan: run make infra-plan first"; exit 1; }
+	@echo "infra-apply: terraform apply $(TF_DIR)/tfplan, write $(TF_OUT)/$(ENV).helmfile-values.json and $(TF_OUT)/$(ENV).pipeline-config.json, get-credentials"
+	terraform -chdir=$(TF_DIR) apply -input=false tfplan
+	@rm -f $(TF_DIR)/tfplan
+	@mkdir -p $(TF_OUT)
+	terraform -chdir=$(TF_DIR) output -json helmfile_values > $(TF_OUT)/$(ENV).helmfile-values.json
+	terraform -chdir=$(TF_DIR) output -json pipeline_config > $(TF_OUT)/$(ENV).pipeline-config.json
+	gcloud container clusters get-credentials "$$(terraform -chdir=$(TF_DIR) output -raw cluster_name)" \
+	  --region "$$(terraform -chdir=$(TF_DIR) output -raw cluster_location)"
+
+.PHONY: platform-sync
+platform-sync: ## helmfile sync of helmfile.d for $(ENV) with image tag $(GIT_SHA)
+	@test -f $(TF_OUT)/$(ENV).helmfile-values.json || { echo "missing $(TF_OUT)/$(ENV).helmfile-values.json: run make infra-apply"; exit 1; }
+	@echo "platform-sync: helmfile.d -> context $$(kubectl config current-context), environment $(ENV), image tag $(GIT_SHA)"
+	$(HELMFILE) --selector tier=platform sync
+	kubectl -n cityscale get secret feast-redis-auth >/dev/null 2>&1 || \
+	  kubectl -n cityscale create secret generic feast-redis-auth --from-literal=password="$$(openssl rand -hex 32)"
+	$(HELMFILE) --selector tier=app sync
+
+.PHONY: images
+images: ## Build and push $(REGISTRY)/cityscale:$(GIT_SHA) (TECTON=1 also builds the licensed Tecton image)
+	@test -n "$(REGISTRY)" || { echo "REGISTRY is required (or run make infra-apply)"; exit 1; }
+	@git diff --quiet HEAD || { echo "working tree is dirty: commit first, images are tagged by git SHA"; exit 1; }
+	@echo "images: build+push $(REGISTRY)/cityscale:$(GIT_SHA)$(if $(TECTON), and $(REGISTRY)/cityscale-tecton:$(GIT_SHA) (Tecton Proprietary licence)) for linux/amd64"
+	docker build --platform linux/amd64 --build-arg SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) \
+	  --label org.opencontainers.image.revision=$(GIT_SHA) -t $(REGISTRY)/cityscale:$(GIT_SHA) .
+	docker push $(REGISTRY)/cityscale:$(GIT_SHA)
+	$(if $(TECTON),docker build --platform linux/amd64 -f Dockerfile.tecton --build-arg GIT_SHA=$(GIT_SHA) -t $(REGISTRY)/cityscale-tecton:$(GIT_SHA) . && docker push $(REGISTRY)/cityscale-tecton:$(GIT_SHA))
 
 .PHONY: clean
 clean: ## Remove local outputs, build files and caches (keeps the virtual environment)

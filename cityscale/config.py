@@ -50,11 +50,58 @@ class Settings(BaseSettings):
     learning_rate: float = 2e-3
     hidden_size: int = 256
     dropout: float = 0.1
+    volume_weighted_loss: bool = False  # weigh examples by their level, as WAPE does
+
+    # Evaluation: baselines computed in the same backtest (the seasonal ones always are), and the
+    # ones a candidate must beat to be registered. MSTL refits per (sensor, origin): slow, opt-in.
+    strong_baselines: tuple[str, ...] = ("lightgbm",)
+    gate_baselines: tuple[str, ...] = ("snaive24", "snaive168", "mean4w")
 
     # Serving.
     http_port: int = Field(8080, validation_alias=AliasChoices("HTTP_PORT", "CITYSCALE_HTTP_PORT"))
     grpc_port: int = Field(8081, validation_alias=AliasChoices("GRPC_PORT", "CITYSCALE_GRPC_PORT"))
     max_batch_sensors: int = 512
+
+    # Ingestion (cityscale/ingest.py, airbyte/). Modes: snapshot (files, the offline default), embedded
+    # (the airbyte/ manifests in-process with airbyte-cdk), airbyte-server (a sync job through airbyte-api).
+    ingest_mode: str = "snapshot"
+    airbyte_dir: Path = PACKAGE_DATA.parents[1] / "airbyte"  # connections/, manifests/, destinations/
+    airbyte_config_overrides: dict[str, dict] = {}  # per connector, e.g. {"melbourne": {"base_url": ...}} (JSON)
+    airbyte_server_url: str = ""  # OSS: http://HOST:8000/api/public/v1; Cloud: https://api.airbyte.com/v1
+    airbyte_token_url: str = ""  # absolute; default <server_url>/applications/token
+    airbyte_client_id: str = ""
+    airbyte_client_secret: str = Field("", repr=False)
+    airbyte_workspace_id: str = ""
+    airbyte_landing_uri: str = ""  # where the GCS destination writes: gs://<bucket>/<gcs_bucket_path>
+    airbyte_sync_timeout_s: float = 3 * 3600  # then the job is cancelled and the step fails (safe to retry)
+    airbyte_poll_initial_s: float = 5.0
+    airbyte_poll_max_s: float = 60.0
+    quality_missing_rate_warn: float = 0.2  # per sensor and batch: reported
+    quality_missing_rate_max: float = 0.98  # per sensor and batch (sensors with >= 1 week in it): fails the run
+
+    # Feature platform (feature_repo/, cityscale/features/). Feast is the open default; Tecton is opt-in
+    # for licensees only. The feature server URL and Tecton settings also honour the plain names that the
+    # cityscale-feast Helm chart's ConfigMap exports (FEAST_FEATURE_SERVER_URL, TECTON_URL, ...).
+    feature_backend: str = Field("feast", validation_alias=AliasChoices("CITYSCALE_FEATURE_BACKEND", "FEATURE_BACKEND"))
+    features_dir: str = ""  # Feast registry, online store and computed tables; default: <workdir>/features
+    feast_repo: str = ""  # directory holding feature_store.yaml; default: feature_repo/feast of this checkout
+    feature_server_url: str = Field(
+        "",
+        validation_alias=AliasChoices("feature_server_url", "CITYSCALE_FEATURE_SERVER_URL", "FEAST_FEATURE_SERVER_URL"),
+    )
+    feature_server_timeout_s: float = 2.0
+    tecton_url: str = Field("", validation_alias=AliasChoices("tecton_url", "CITYSCALE_TECTON_URL", "TECTON_URL"))
+    tecton_workspace: str = Field(
+        "", validation_alias=AliasChoices("tecton_workspace", "CITYSCALE_TECTON_WORKSPACE", "TECTON_WORKSPACE")
+    )
+    tecton_api_key: str = Field(
+        "", validation_alias=AliasChoices("tecton_api_key", "CITYSCALE_TECTON_API_KEY", "TECTON_API_KEY")
+    )
+    tecton_feature_service: str = "sensor_online"
+
+    @property
+    def resolved_features_dir(self) -> str:
+        return self.features_dir or str((self.workdir / "features").absolute())
 
     @property
     def resolved_store_uri(self) -> str:

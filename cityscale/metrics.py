@@ -36,7 +36,9 @@ def summarise(
     """Overall metrics over scored cells. point/actual [P, H] (NaN actual = unscored), scale [P]."""
     scored = np.isfinite(actual) & np.isfinite(point)
     abs_err = np.where(scored, np.abs(point - actual), np.nan)
-    pair_mae = np.nanmean(abs_err, axis=1)
+    n_scored = scored.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pair_mae = np.where(n_scored > 0, np.where(scored, abs_err, 0.0).sum(axis=1) / n_scored, np.nan)
     valid_pairs = np.isfinite(pair_mae) & np.isfinite(scale) & (scale > 0)
     out = {
         "mae": float(np.nanmean(abs_err)),

@@ -14,13 +14,15 @@ import pandas as pd
 
 from cityscale import raw_zone, registry
 from cityscale.backtest import BacktestResult, daily_origins, run_backtest
+from cityscale.baselines import BASELINES
 from cityscale.config import Settings
 from cityscale.forecaster import Forecaster
 from cityscale.ingest import ingest_snapshot
 from cityscale.model.contract import ModelContract
 from cityscale.panel import Panel
+from cityscale.strong_baselines import strong_baselines
 from cityscale.train import train_model
-from cityscale.windows import Examples, cut_examples, origin_grid
+from cityscale.windows import Examples
 
 
 def ingest(source: str, store_uri: str, start: str, end: str, raw_out: str, report_out: str) -> dict[str, Any]:
@@ -38,17 +40,34 @@ def ingest(source: str, store_uri: str, start: str, end: str, raw_out: str, repo
 
 
 def build_features(raw_path: str, test_start: str, examples_out: str, settings: Settings) -> int:
-    """Training examples at strided origins before ``test_start`` (targets end before it too)."""
-    panel = Panel.from_raw(pd.read_parquet(raw_path))
+    """Point-in-time training examples at strided origins before ``test_start`` through the feature platform.
+
+    The configured backend (Feast by default, Tecton for licensees) joins the spec's features onto a spine
+    of (sensor, origin) rows; only the origins the model trains on are computed, which keeps this fast.
+    The Dataset holds the ``Examples`` fields plus the spec's extra features and a schema that
+    ``validate_training_set`` checks. Targets end before ``test_start``.
+    """
+    from cityscale.features.training import build_training_set, validate_training_set
+
+    raw = pd.read_parquet(raw_path)
+    if raw.empty:
+        raise ValueError(f"no raw counts in {raw_path}")
     last_origin = pd.Timestamp(test_start) - pd.Timedelta(hours=settings.horizon - 1)
-    origins = origin_grid(panel, panel.index[0], last_origin, settings.origin_stride_hours)
-    examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
+    start = pd.Timestamp(raw["timestamp_local"].min())
+    if settings.origin_stride_hours <= 0 or (24 % settings.origin_stride_hours and settings.origin_stride_hours % 24):
+        raise ValueError(f"origin stride must divide a day or be whole days, got {settings.origin_stride_hours} h")
+    origins = pd.date_range(start.ceil("D"), last_origin, freq=f"{settings.origin_stride_hours}h", inclusive="left")
+    training = build_training_set(raw, origins, settings)
+    examples = training.examples
     # A target window must not reach into the test period.
-    examples = examples.select(examples.origins + pd.Timedelta(hours=settings.horizon) <= pd.Timestamp(test_start))
-    if len(examples) == 0:
+    keep = examples.origins + pd.Timedelta(hours=settings.horizon) <= pd.Timestamp(test_start)
+    training.examples = examples.select(keep)
+    training.extras = {k: v[keep] for k, v in training.extras.items()}
+    if len(training.examples) == 0:
         raise ValueError(f"no training examples before {test_start}")
-    examples.save(examples_out)
-    return len(examples)
+    training.save(examples_out)
+    validate_training_set(examples_out, settings.input_window, settings.horizon)
+    return len(training.examples)
 
 
 def train(examples_path: str, model_dir: str, settings: Settings) -> ModelContract:
@@ -62,17 +81,22 @@ class Evaluation:
     passed: bool
     reason: str
 
+    def summary_text(self) -> str:
+        n_pairs = self.result.summary["n_pairs"].max()
+        return (
+            f"Rolling daily origins at 00:00, horizon {self.result.actual.shape[1]} h, {n_pairs:.0f} (sensor, origin) "
+            f"pairs, every method scored on the same cells. Gate: {'PASSED' if self.passed else 'FAILED'} "
+            f"({self.reason})."
+        )
+
     def to_markdown(self) -> str:
         table = self.result.summary.drop(columns=["n_hours"], errors="ignore")
         lines = [
             "# Backtest: model vs baselines",
             "",
-            f"Rolling daily origins at 00:00, horizon {self.result.actual.shape[1]} h, "
-            f"{self.result.summary['n_pairs'].max():.0f} (sensor, origin) pairs, all methods scored on the same cells.",
+            self.summary_text(),
             "",
             table.to_markdown(floatfmt=".4f"),
-            "",
-            f"**Gate: {'PASSED' if self.passed else 'FAILED'}** — {self.reason}",
             "",
             "## WAPE by sensor",
             "",
@@ -83,6 +107,15 @@ class Evaluation:
             self.result.by_hour.to_markdown(floatfmt=".1f"),
         ]
         return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        from cityscale.report import backtest_charts, render_html
+
+        tables = [
+            ("Model vs baselines", self.result.summary.drop(columns=["n_hours"], errors="ignore")),
+            ("WAPE by sensor", self.result.per_sensor),
+        ]
+        return render_html("CityScale backtest", tables, self.summary_text(), backtest_charts(self.result))
 
 
 def evaluate(
@@ -96,7 +129,8 @@ def evaluate(
 ) -> Evaluation:
     """Backtest the candidate, the production model (if any) and baselines; decide the gate.
 
-    The candidate passes when its WAPE beats the best baseline and is no worse than production.
+    The candidate passes when its WAPE beats the best of ``settings.gate_baselines`` and is no
+    worse than production. Every other baseline is scored on the same cells and reported.
     """
     panel = Panel.from_raw(pd.read_parquet(raw_path))
     candidate = Forecaster.load(model_dir)
@@ -107,12 +141,17 @@ def evaluate(
         models["production"] = Forecaster.load(uri, version)
     end = test_end or str(panel.index[-1] - pd.Timedelta(hours=candidate.horizon - 1))
     origins = daily_origins(panel, test_start, end)
-    result = run_backtest(panel, origins, models, candidate.horizon, settings.min_history_fraction)
+    baselines = {**BASELINES, **strong_baselines(panel, pd.Timestamp(test_start), list(settings.strong_baselines))}
+    result = run_backtest(panel, origins, models, candidate.horizon, settings.min_history_fraction, baselines)
     model_wape = result.summary.loc["model", "wape"]
-    best = result.best_baseline("wape")
-    best_wape = result.summary.loc[best, "wape"]
+    gate = result.summary.loc[[b for b in settings.gate_baselines if b in result.summary.index]]
+    best = str(gate["wape"].idxmin())
+    best_wape = gate.loc[best, "wape"]
     passed = bool(model_wape < best_wape)
-    reason = f"model WAPE {model_wape:.4f} vs best baseline {best} {best_wape:.4f}"
+    reason = f"model WAPE {model_wape:.4f} vs best gate baseline {best} {best_wape:.4f}"
+    strongest = result.best_baseline("wape")
+    if strongest != best:
+        reason += f" (strongest baseline overall: {strongest} {result.summary.loc[strongest, 'wape']:.4f})"
     if "production" in models:
         prod_wape = result.summary.loc["production", "wape"]
         passed = passed and bool(model_wape <= prod_wape)

@@ -1,14 +1,24 @@
-"""Storage through fsspec: the same code writes to a local directory, ``file://`` or ``gs://``."""
+"""Storage through fsspec: the same code writes to a local directory, ``file://`` or ``gs://``.
+
+gcsfs probes a gRPC (hierarchical-namespace) endpoint on every operation unless
+``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is false, which costs ~60 s per call where that endpoint is not
+reachable (the GCS emulator, restricted networks); we default it to false before gcsfs is imported.
+Credentials and the endpoint are gcsfs's own: application-default credentials in the cluster,
+``STORAGE_EMULATOR_HOST`` + ``FSSPEC_GS_TOKEN=anon`` against the emulator.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -37,7 +37,7 @@ def train_model(examples: Examples, out_dir: str | Path, settings: Settings) -> 
         dropout=settings.dropout,
         learning_rate=settings.learning_rate,
     )
-    data = ExamplesDataModule(examples, batch_size=settings.batch_size)
+    data = ExamplesDataModule(examples, batch_size=settings.batch_size, volume_weighted=settings.volume_weighted_loss)
     trainer = pl.Trainer(
         max_epochs=settings.max_epochs,
         accelerator="auto",

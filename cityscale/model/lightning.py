@@ -31,8 +31,8 @@ class ForecastModule(pl.LightningModule):
         return self.net(x)
 
     def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, y, mask = batch
-        return pinball_loss(self(x), y, mask, self.quantiles)
+        x, y, mask, weight = batch
+        return pinball_loss(self(x), y, mask, self.quantiles, weight)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -48,23 +48,26 @@ class ForecastModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def _tensors(examples: Examples) -> TensorDataset:
+def _tensors(examples: Examples, volume_weighted: bool) -> TensorDataset:
     x, scale = encode(examples.history, examples.calendar)
     observed = np.isfinite(examples.target)
     y = np.where(observed, examples.target, 0.0) / scale[:, None]
+    weight = scale / scale.mean() if volume_weighted else np.ones_like(scale)
     return TensorDataset(
         torch.from_numpy(x),
         torch.from_numpy(y.astype(np.float32)),
         torch.from_numpy(observed.astype(np.float32)),
+        torch.from_numpy(weight.astype(np.float32)),
     )
 
 
 class ExamplesDataModule(pl.LightningDataModule):
     """Splits examples in time: the latest ``val_fraction`` of origins validate, the rest train."""
 
-    def __init__(self, examples: Examples, batch_size: int, val_fraction: float = 0.1):
+    def __init__(self, examples: Examples, batch_size: int, volume_weighted: bool, val_fraction: float = 0.1):
         super().__init__()
         self.examples = examples
+        self.volume_weighted = volume_weighted
         self.batch_size = batch_size
         self.val_fraction = val_fraction
 
@@ -72,8 +75,8 @@ class ExamplesDataModule(pl.LightningDataModule):
         origins = self.examples.origins
         cutoff = np.quantile(origins.astype("int64"), 1.0 - self.val_fraction).astype("datetime64[ns]")
         train_mask = origins < cutoff
-        self.train_set = _tensors(self.examples.select(train_mask))
-        self.val_set = _tensors(self.examples.select(~train_mask))
+        self.train_set = _tensors(self.examples.select(train_mask), self.volume_weighted)
+        self.val_set = _tensors(self.examples.select(~train_mask), self.volume_weighted)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=False)

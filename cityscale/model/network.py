@@ -34,9 +34,15 @@ class QuantileMLP(nn.Module):
         return torch.cat([base, base + torch.cumsum(steps, dim=-1)], dim=-1)
 
 
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-    """Mean quantile loss over observed target hours. pred [B,H,Q], target/mask [B,H]."""
+def pinball_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, quantiles: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean quantile loss over observed target hours.
+
+    pred [B,H,Q]; target, mask [B,H]; weight [B] (e.g. each example's volume, so the loss on scaled
+    values weighs busy sensors as WAPE does).
+    """
     err = target.unsqueeze(-1) - pred
     loss = torch.maximum(quantiles * err, (quantiles - 1) * err)
-    weight = mask.unsqueeze(-1).expand_as(loss)
-    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+    cell = (mask * weight[:, None]).unsqueeze(-1).expand_as(loss)
+    return (loss * cell).sum() / cell.sum().clamp_min(1e-6)

@@ -1,0 +1,57 @@
+"""Images: the opt-in Tecton image is non-root, licence-noted, locked; Dockerfiles pass hadolint/checkov."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from infra_testlib import REPO, lint_bin, run_lint
+
+DOCKERFILES = sorted(p for p in REPO.glob("Dockerfile*") if p.is_file())
+
+
+def test_tecton_image_definition():
+    text = (REPO / "Dockerfile.tecton").read_text()
+    assert "Tecton Proprietary" in text and "Agreement" in text, "licence note must sit where the image is defined"
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert "--require-hashes" in text and "deploy/tecton/requirements.lock" in text
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            assert re.match(r"FROM python:3\.11\.\d+-slim-bookworm( AS \w+)?$", line), line
+
+
+def test_tecton_lock_is_complete_and_hashed():
+    lock = (REPO / "deploy/tecton/requirements.lock").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+) \\\n    --hash=sha256:([0-9a-f]{64})$", lock, re.M)
+    names = {n.lower(): v for n, v, _ in entries}
+    assert len(entries) == len(re.findall(r"^[A-Za-z0-9_.-]+==", lock, re.M)) > 50
+    assert names["tecton"] == "1.2.13" and names["pyarrow"] == "25.0.1"
+    assert names["numpy"].startswith("1.") and names["protobuf"].startswith("4.")
+    assert "kfp" not in names and "kserve" not in names
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(dockerfile):
+    proc = run_lint([str(lint_bin("hadolint")), "--failure-threshold", "warning", str(dockerfile)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_checkov_tecton_dockerfile():
+    proc = run_lint(
+        [
+            str(lint_bin("checkov")),
+            "-f",
+            "Dockerfile.tecton",
+            "--framework",
+            "dockerfile",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+        ]
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_shellcheck_lint_script():
+    proc = run_lint([str(lint_bin("shellcheck")), "scripts/lint_infra.sh"])
+    assert proc.returncode == 0, proc.stdout
