@@ -53,8 +53,8 @@ bench-features: $(STAMP) ## Feature build/materialize/online benchmark on ../sha
 	$(BIN)/python benchmarks/bench_features.py
 
 .PHONY: compile
-compile: $(STAMP) ## Compile the pipelines to pipelines/compiled/*.yaml
-	$(BIN)/cityscale compile
+compile: $(STAMP) ## Compile the pipelines to pipelines/compiled/*.yaml (always image cityscale:dev; make deploy compiles its own)
+	env -u CITYSCALE_IMAGE $(BIN)/cityscale compile
 
 .PHONY: serve
 serve: $(STAMP) ## Serve the production model over V2 REST (HTTP_PORT) and gRPC (GRPC_PORT) until stopped
@@ -64,6 +64,24 @@ serve: $(STAMP) ## Serve the production model over V2 REST (HTTP_PORT) and gRPC 
 lint: $(STAMP) ## Lint and format-check the Python code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+.PHONY: train-full
+train-full: $(STAMP) ## Backtest on held-out months, retrain on all of ../shared/data + Auckland, register as latest
+	$(BIN)/cityscale train-full --melbourne ../shared/data/melbourne_pcs
+
+.PHONY: bench-accuracy
+bench-accuracy: $(STAMP) ## Model vs all baselines on held-out Melbourne months (writes build/bench/accuracy.json)
+	$(BIN)/python benchmarks/bench_accuracy.py
+
+.PHONY: bench-ingest
+bench-ingest: $(STAMP) ## Ingestion throughput + peak memory, snapshot and embedded, full Melbourne history (build/bench/ingest.json)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+.PHONY: airbyte-apply
+airbyte-apply: $(STAMP) ## Create/update airbyte/ definitions, sources, destination, connections on CITYSCALE_AIRBYTE_SERVER_URL
+	@test -n "$$CITYSCALE_AIRBYTE_SERVER_URL" || { echo "CITYSCALE_AIRBYTE_SERVER_URL is required (OSS: http://HOST:8000/api/public/v1; Cloud: https://api.airbyte.com/v1)"; exit 1; }
+	@test -n "$$CITYSCALE_AIRBYTE_WORKSPACE_ID" || { echo "CITYSCALE_AIRBYTE_WORKSPACE_ID is required"; exit 1; }
+	$(BIN)/python -m cityscale.ingestion.apply
 
 .PHONY: bench
 bench: $(STAMP) ## Run every benchmark; each prints a table and writes build/bench/<name>.json
@@ -120,6 +138,18 @@ images: ## Build and push $(REGISTRY)/cityscale:$(GIT_SHA) (TECTON=1 also builds
 	  --label org.opencontainers.image.revision=$(GIT_SHA) -t $(REGISTRY)/cityscale:$(GIT_SHA) .
 	docker push $(REGISTRY)/cityscale:$(GIT_SHA)
 	$(if $(TECTON),docker build --platform linux/amd64 -f Dockerfile.tecton --build-arg GIT_SHA=$(GIT_SHA) -t $(REGISTRY)/cityscale-tecton:$(GIT_SHA) . && docker push $(REGISTRY)/cityscale-tecton:$(GIT_SHA))
+
+DEPLOY_DIR := build/pipelines
+DRY := $(filter 1 true yes,$(DRY_RUN))
+
+.PHONY: deploy
+deploy: $(STAMP) ## Upload the pipelines to KFP_HOST as version $(GIT_SHA) and apply pipelines/schedules.yaml (DRY_RUN=1: plan only)
+	@test -n "$(GIT_SHA)" || { echo "GIT_SHA is required (not a git checkout?)"; exit 1; }
+	@test -n "$(REGISTRY)$(DRY)" || { echo "REGISTRY is required (or run make infra-apply)"; exit 1; }
+	@test -n "$(DRY)" || git diff --quiet HEAD || { echo "working tree is dirty: commit first, pipeline versions and images are named by git SHA (DRY_RUN=1 previews)"; exit 1; }
+	@echo "deploy: compile with image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY)) -> $(DEPLOY_DIR)/, upload to $${KFP_HOST:-<KFP_HOST unset>} as version $(GIT_SHA), apply pipelines/schedules.yaml in ENV=$(ENV)$(if $(DRY), (DRY_RUN: nothing changes))"
+	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) ENV=$(ENV) GIT_SHA=$(GIT_SHA) REGISTRY=$(REGISTRY) DRY_RUN=$(DRY) \
+	  $(BIN)/python -m pipelines.deploy --compile --compiled-dir $(DEPLOY_DIR)
 
 .PHONY: clean
 clean: ## Remove local outputs, build files and caches (keeps the virtual environment)

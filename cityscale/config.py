@@ -29,6 +29,17 @@ class Settings(BaseSettings):
     # The container image every component runs in (the compiled YAML points at it).
     image: str = "cityscale:dev"
 
+    # Kubeflow Pipelines API that `make deploy` (pipelines/deploy.py) uploads to. Plain names as documented
+    # in docs/runbook.md: KFP_HOST (e.g. http://localhost:8888 through a port-forward of svc/ml-pipeline),
+    # KFP_TOKEN (optional bearer token), KFP_NAMESPACE (multi-user KFP only; empty = single-user).
+    kfp_host: str = Field("", validation_alias=AliasChoices("kfp_host", "KFP_HOST", "CITYSCALE_KFP_HOST"))
+    kfp_token: str = Field(
+        "", repr=False, validation_alias=AliasChoices("kfp_token", "KFP_TOKEN", "CITYSCALE_KFP_TOKEN")
+    )
+    kfp_namespace: str = Field(
+        "", validation_alias=AliasChoices("kfp_namespace", "KFP_NAMESPACE", "CITYSCALE_KFP_NAMESPACE")
+    )
+
     # Cluster resources of the train task (ignored by kfp.local).
     gpu_node_type: str = "nvidia-l4"  # GKE accelerator label of the GPU node pool
     train_gpus: int = 1
@@ -61,6 +72,25 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, validation_alias=AliasChoices("HTTP_PORT", "CITYSCALE_HTTP_PORT"))
     grpc_port: int = Field(8081, validation_alias=AliasChoices("GRPC_PORT", "CITYSCALE_GRPC_PORT"))
     max_batch_sensors: int = 512
+    serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
+
+    # KServe InferenceService (serving/inference_service.py, the deploy step's "kserve" target).
+    serving_namespace: str = "cityscale"  # the pipeline runner may create/patch InferenceServices only here
+    serving_service_account: str = "cityscale-serving"  # Workload Identity SA of the predictor/transformer pods
+    serving_deployment_mode: str = "Standard"  # KServe 0.21 default (Deployment + HPA); or "Knative"
+    serving_min_replicas: int = 1
+    serving_max_replicas: int = 3
+    serving_scale_metric: str = "cpu"  # Standard (HPA): cpu or memory; Knative: concurrency or rps
+    serving_scale_target: int = 70  # % utilisation (cpu/memory) or requests (concurrency/rps) per replica
+    serving_cpu_request: str = "1"
+    serving_cpu_limit: str = "2"
+    serving_memory_request: str = "2Gi"
+    serving_memory_limit: str = "4Gi"
+    serving_gpus: int = 0  # >0: the GPU variant (nvidia.com/gpu limit, GPU node selector and toleration)
+    serving_transformer: bool = False  # deploy the feature-fetching transformer in front of the predictor
+    serving_canary_percent: int = 0  # Knative mode only (KServe ignores canaryTrafficPercent in Standard)
+    serving_ready_timeout_s: float = 600.0  # deploy waits this long for Ready, then rolls back
+    serving_ready_poll_s: float = 5.0
 
     # Ingestion (cityscale/ingest.py, airbyte/). Modes: snapshot (files, the offline default), embedded
     # (the airbyte/ manifests in-process with airbyte-cdk), airbyte-server (a sync job through airbyte-api).

@@ -177,7 +177,8 @@ def ingest_embedded(
     backfill = bool(start or end)
     saved = {} if backfill else state.read_state(store_uri, conn.key)
     manifest = conn.manifest()
-    output = run_manifest(manifest, config, conn.stream_names(), saved.get("airbyte_state"))
+    keep = {conn.counts_stream: melbourne_api.required_fields(config)} if conn.city == "melbourne" else None
+    output = run_manifest(manifest, config, conn.stream_names(), saved.get("airbyte_state"), keep)
     counts = output.streams[conn.counts_stream]
     fields = set().union(*counts.field_sets) if counts.field_sets else set()
     report = (

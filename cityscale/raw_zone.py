@@ -69,8 +69,7 @@ def _apply(store_uri: str, txn: str, partitions: list[str]) -> None:
     for rel in partitions:
         staged, final = f"{txn_dir}/{rel}", f"{raw}/{rel}"
         if fs.exists(staged):
-            fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-            fs.mv(staged, final)
+            storage.move(fs, staged, final)
     fs.rm(txn_dir, recursive=True)
 
 

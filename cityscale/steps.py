@@ -71,6 +71,10 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
 
 
 def train(examples_path: str, model_dir: str, settings: Settings) -> ModelContract:
+    """Validate the features step's Dataset against the model's contract, then train on it."""
+    from cityscale.features.training import validate_training_set
+
+    validate_training_set(examples_path, settings.input_window, settings.horizon)
     return train_model(Examples.load(examples_path), model_dir, settings)
 
 

@@ -35,6 +35,26 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+def is_gcs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"gs", "gcs"} & set(protocols))
+
+
+def move(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
+    """Move one object into place: an atomic rename locally, a server-side copy + delete on GCS.
+
+    On GCS the copy is atomic per object. gcsfs's own ``mv`` first tries the newer ``moveTo`` API
+    and retries it for ~30 s where it is not available (the emulator answers 501) before falling
+    back to copy + delete: we go straight to that.
+    """
+    if is_gcs(fs):
+        fs.copy(src, dst)
+        fs.rm(src)
+    else:
+        fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        fs.mv(src, dst)
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write to a temporary sibling and rename it into place.
 
@@ -44,7 +64,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
-    if fs.protocol in ("gs", "gcs", ("gs", "gcs"), ("gcs", "gs")):
+    if is_gcs(fs):
         fs.pipe_file(path, data)
         return
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"

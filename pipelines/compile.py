@@ -6,10 +6,12 @@ from pathlib import Path
 
 from kfp import compiler
 
+from pipelines.ingestion import ingestion_pipeline
 from pipelines.training import training_pipeline
 
 COMPILED_DIR = Path(__file__).parent / "compiled"
-PIPELINES = {"training": training_pipeline}
+# Key = compiled file name (<key>.yaml) and the `pipeline` that pipelines/schedules.yaml refers to.
+PIPELINES = {"training": training_pipeline, "ingestion": ingestion_pipeline}
 
 
 def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:

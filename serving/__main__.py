@@ -16,14 +16,13 @@ def main() -> None:
     parser.add_argument("--model", default="production", help="registry alias, version number or model URI")
     args, _ = parser.parse_known_args()
 
-    import kserve
-
+    from serving import server
     from serving.predictor import CityScalePredictor
 
     settings = get_settings()
     predictor = CityScalePredictor(settings, model_uri=args.model)
-    predictor.load()
-    kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1).start([predictor])
+    predictor.load()  # ready (and the readiness probe green) only once model and history source are loaded
+    server.start([predictor], settings.http_port, settings.grpc_port)
 
 
 if __name__ == "__main__":

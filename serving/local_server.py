@@ -40,9 +40,18 @@ class RunningServer:
 
 @contextmanager
 def local_model_server(
-    env: dict[str, str] | None = None, model: str = "production", timeout_s: float = 90.0, log_dir: Path | None = None
+    env: dict[str, str] | None = None,
+    model: str = "production",
+    timeout_s: float = 90.0,
+    log_dir: Path | None = None,
+    module: str = "serving",
+    args: list[str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Start ``python -m serving`` on free ports and stop it (SIGTERM, then SIGKILL) on exit."""
+    """Start ``python -m <module>`` on free ports and stop it (SIGTERM, then SIGKILL) on exit.
+
+    ``module`` is ``serving`` (the predictor, given ``--model``), ``serving.transformer`` or any other
+    ``kserve.ModelServer`` entry point that reads ``HTTP_PORT``/``GRPC_PORT``; ``args`` replace ``--model``.
+    """
     http_port, grpc_port = free_port(), free_port()
     child_env = {**os.environ, **(env or {}), "HTTP_PORT": str(http_port), "GRPC_PORT": str(grpc_port)}
     log_dir = Path(log_dir or child_env.get("CITYSCALE_WORKDIR", "local_outputs"))
@@ -50,7 +59,7 @@ def local_model_server(
     log_path = log_dir / f"model-server-{http_port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model", model],
+            [sys.executable, "-m", module, *(args if args is not None else ["--model", model])],
             cwd=REPO_ROOT,
             env=child_env,
             stdout=log,

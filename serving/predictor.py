@@ -3,48 +3,113 @@
 V2 inputs:  ``sensor_id`` BYTES [N], ``forecast_start`` BYTES [1] or [N] (local ISO hour),
             optional ``history`` FP32 [N, input_window] (-1 marks a missing hour).
 V2 outputs: ``p10``, ``p50``, ``p90`` FP32 [N, horizon], ``target_time`` BYTES [N, horizon].
+
+History comes from ``cityscale.features.online.history_source_from_settings``: the Feast feature server
+when one is configured (``CITYSCALE_FEATURE_SERVER_URL`` / ``FEAST_FEATURE_SERVER_URL``), Tecton when opted
+in, else the raw zone read into memory (the embedded default of ``make run``). Clients then send only
+``sensor_id`` + ``forecast_start``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from cityscale import registry
 from cityscale.config import Settings
+from cityscale.features.online import history_source_from_settings
 from cityscale.forecaster import Forecaster
-from cityscale.online import ForecastBatch, ForecastRequestError, ForecastService, RawZoneHistory
+from cityscale.online import ForecastBatch, ForecastRequestError, ForecastService, HistorySource, RawZoneHistory
+from serving import metrics
 
 logger = logging.getLogger(__name__)
 
 QUANTILE_OUTPUTS = {0.1: "p10", 0.5: "p50", 0.9: "p90"}
+PLATFORM = "pytorch"  # V2 metadata platform: a torch state dict + contract.json, loaded by cityscale.forecaster
+
+
+class CalendarCache:
+    """Memoise ``Forecaster.calendar`` per (city, forecast start).
+
+    The calendar block of a forecast depends only on the city and the start hour, yet computing it goes
+    through pandas date arithmetic and the ``holidays`` lookups for every sensor of every request; at
+    serving rates that dominated the model forward. A request for all sensors from one start now costs
+    one lookup. Bounded LRU: ``max_entries`` blocks of ``horizon x features`` float32 (about 1 KB each).
+    """
+
+    def __init__(self, compute: Callable[[Sequence[pd.Timestamp], Sequence[str]], np.ndarray], max_entries: int):
+        self._compute = compute
+        self._blocks: OrderedDict[tuple[str, pd.Timestamp], np.ndarray] = OrderedDict()
+        self.max_entries = max_entries
+
+    def __call__(self, starts: Sequence[pd.Timestamp], cities: Sequence[str]) -> np.ndarray:
+        keys = [(str(c), pd.Timestamp(s)) for s, c in zip(starts, cities, strict=True)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._blocks))
+        if missing:
+            blocks = self._compute([k[1] for k in missing], [k[0] for k in missing])
+            for key, block in zip(missing, blocks, strict=True):
+                self._blocks[key] = block
+            while len(self._blocks) > self.max_entries:
+                self._blocks.popitem(last=False)
+        for key in set(keys):
+            self._blocks.move_to_end(key)
+        return np.stack([self._blocks[k] for k in keys])
 
 
 class CityScalePredictor(Model):
+    """The forecast model behind ``/v2/models/<model_name>``: loads a registry version, serves it.
+
+    ``ready`` becomes true only at the end of :meth:`load` (model and history source both loaded), so
+    KServe's readiness probe keeps traffic away until then.
+    """
+
+    platform = PLATFORM
+
     def __init__(self, settings: Settings, model_uri: str = "production"):
         super().__init__(settings.model_name)
         self.settings = settings
         self.model_uri = model_uri
         self.service: ForecastService | None = None
         self.model_version = "unloaded"
+        self.history_source: HistorySource | None = None
+        # In-memory history is microseconds: a thread hop would cost more than it saves. A remote feature
+        # server may take up to its timeout, which must not block the event loop that REST and gRPC share.
+        self.offload_to_thread = False
 
     def load(self) -> bool:
-        """Resolve the model (alias, version or URI), load it and the history; then report ready."""
+        """Resolve the model (alias, version or URI), load it and the history source; then report ready.
+
+        Called again on a reload (``POST /v2/repository/models/<name>/load``): everything is built aside and
+        swapped in at the end, so requests keep being served by the previous version meanwhile.
+        """
         uri, version = registry.resolve(self.model_uri, self.settings.resolved_registry_uri, self.settings.model_name)
         forecaster = Forecaster.load(uri, version)
-        history = RawZoneHistory(self.settings.resolved_store_uri)
-        self.service = ForecastService(
+        forecaster.calendar = CalendarCache(forecaster.calendar, self.settings.serving_calendar_cache_size)
+        source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
+        history = metrics.TimedHistorySource(source, self.name)
+        service = ForecastService(
             forecaster, history, self.settings.max_batch_sensors, self.settings.min_history_fraction
         )
-        self.model_version = version
+        self.offload_to_thread = not isinstance(source, RawZoneHistory)
+        self.history_source, self.service, self.model_version = history, service, version
+        metrics.set_model_version(self.name, version)
         self.ready = True
-        logger.info("loaded %s version %s from %s", self.name, version, uri)
+        logger.info("loaded %s version %s from %s (history: %s)", self.name, version, uri, type(source).__name__)
         return self.ready
+
+    @property
+    def versions(self) -> list[str]:
+        """The registry versions this process serves (one: the loaded one), for the V2 metadata."""
+        return [self.model_version] if self.ready else []
 
     # --- metadata -------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -68,12 +133,22 @@ class CityScalePredictor(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse | dict:
-        try:
-            if isinstance(payload, InferRequest):
-                return self._predict_v2(payload)
-            return self._predict_v1(payload)
-        except ForecastRequestError as exc:
-            raise InvalidInput(str(exc)) from exc
+        if isinstance(payload, InferRequest):
+            protocol, handler = ("grpc-v2" if payload.from_grpc else "rest-v2"), self._predict_v2
+        else:
+            protocol, handler = "rest-v1", self._predict_v1
+        with metrics.observe_request(self.name, self.model_version, protocol) as state:
+            try:
+                if self.offload_to_thread:
+                    return await asyncio.to_thread(handler, payload)
+                return handler(payload)
+            except ForecastRequestError as exc:
+                state["status"] = "invalid"
+                raise InvalidInput(str(exc)) from exc
+
+    def _forecast(self, sensor_ids: list[str], starts: list[str], history: np.ndarray | None = None) -> ForecastBatch:
+        metrics.BATCH_SENSORS.labels(self.name).observe(len(sensor_ids))
+        return self.service.forecast(sensor_ids, starts, history)
 
     def _predict_v2(self, request: InferRequest) -> InferResponse:
         tensors = {}
@@ -92,7 +167,7 @@ class CityScalePredictor(Model):
             if tensor.datatype not in ("FP32", "FP64"):
                 raise ForecastRequestError(f"history must be FP32, got {tensor.datatype}")
             history = _as_numpy(tensor).astype(np.float32).reshape(tensor.shape)
-        batch = self.service.forecast(sensor_ids, starts, history)
+        batch = self._forecast(sensor_ids, starts, history)
         binary = request.from_grpc or request.use_binary_outputs
         outputs = []
         for q, name in QUANTILE_OUTPUTS.items():
@@ -120,7 +195,7 @@ class CityScalePredictor(Model):
             starts = [str(i["forecast_start"]) for i in instances]
         except KeyError as exc:
             raise ForecastRequestError(f"every instance needs {exc.args[0]!r}") from None
-        batch = self.service.forecast(sensor_ids, starts)
+        batch = self._forecast(sensor_ids, starts)
         return {"predictions": _v1_predictions(batch), "model_version": self.model_version}
 
 

@@ -53,7 +53,12 @@ def test_apply_creates_then_updates_idempotently(standin) -> None:
     first = airbyte_apply.apply(settings)
     assert api.rejected == []
     created = {(a.kind, a.action) for a in first}
-    assert created == {("definition", "created"), ("destination", "created"), ("source", "created"), ("connection", "created")}
+    assert created == {
+        ("definition", "created"),
+        ("destination", "created"),
+        ("source", "created"),
+        ("connection", "created"),
+    }
     assert (len(api.definitions), len(api.destinations), len(api.sources), len(api.connections)) == (2, 1, 2, 2)
 
     # The source configuration arrives verbatim (the SDK's union model would have rewritten it).
@@ -96,8 +101,14 @@ def test_missing_secret_is_an_error_not_an_empty_value(standin, monkeypatch: pyt
 def test_sync_job_polls_with_backoff_until_it_succeeds(standin) -> None:
     api, settings = standin
     airbyte_apply.apply(settings)
-    api.job_scripts.append([{"status": "pending"}, {"status": "running"}, {"status": "incomplete"},
-                            {"status": "succeeded", "rowsSynced": 1234}])
+    api.job_scripts.append(
+        [
+            {"status": "pending"},
+            {"status": "running"},
+            {"status": "incomplete"},
+            {"status": "succeeded", "rowsSynced": 1234},
+        ]
+    )
     client = server.make_client(settings)
     connection_id = server.find_connection(client, "ws-1", "cityscale-melbourne-pedestrian-counts")
     waits: list[float] = []
@@ -111,8 +122,12 @@ def test_sync_job_polls_with_backoff_until_it_succeeds(standin) -> None:
 def test_failed_job_raises_with_the_servers_error(standin) -> None:
     api, settings = standin
     airbyte_apply.apply(settings)
-    api.job_scripts.append([{"status": "running"}, {"status": "failed", "duration": "PT2M",
-                                                    "failureReason": "HTTP 503 from data.melbourne.vic.gov.au"}])
+    api.job_scripts.append(
+        [
+            {"status": "running"},
+            {"status": "failed", "duration": "PT2M", "failureReason": "HTTP 503 from data.melbourne.vic.gov.au"},
+        ]
+    )
     with pytest.raises(server.AirbyteJobError, match=r"job 1 failed, after PT2M.*HTTP 503 from data\.melbourne"):
         ingest("airbyte-server", "melbourne", settings.resolved_store_uri, settings=settings)
     assert raw_zone.read(settings.resolved_store_uri).empty
@@ -135,7 +150,9 @@ def _land_like_gcs_destination(landing: Path, namespace: str, stream: str, recor
     folder = landing / namespace / stream
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(
-        records.assign(_airbyte_raw_id=[f"id-{i}" for i in range(len(records))], _airbyte_extracted_at=1_700_000_000_000),
+        records.assign(
+            _airbyte_raw_id=[f"id-{i}" for i in range(len(records))], _airbyte_extracted_at=1_700_000_000_000
+        ),
         preserve_index=False,
     )
     pq.write_table(table, folder / f"2025_01_01_1700000000{part:03d}_0.parquet")
@@ -145,7 +162,9 @@ def test_airbyte_server_mode_reads_what_landed_once(standin, sample_rows: pd.Dat
     api, settings = standin
     airbyte_apply.apply(settings)
     landing = Path(settings.airbyte_landing_uri)
-    week = sample_rows[(sample_rows["timestamp_local"] >= "2022-10-01") & (sample_rows["timestamp_local"] < "2022-10-08")]
+    week = sample_rows[
+        (sample_rows["timestamp_local"] >= "2022-10-01") & (sample_rows["timestamp_local"] < "2022-10-08")
+    ]
     records = replay.melbourne_records(week)
     records["timestamp_local"] = pd.to_datetime(records["sensing_date"]) + pd.to_timedelta(records["hourday"], unit="h")
     records["timestamp_local"] = records["timestamp_local"].dt.strftime("%Y-%m-%dT%H:%M:%S")

@@ -45,8 +45,18 @@ def gcs_emulator() -> Iterator[dict[str, str]]:
         pytest.skip("gcp-storage-emulator is not installed (dev extra)")
     port = _free_port()
     proc = subprocess.Popen(
-        [EMULATOR, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q",
-         "--default-bucket", BUCKET],
+        [
+            EMULATOR,
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "-q",
+            "--default-bucket",
+            BUCKET,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -130,8 +140,10 @@ def test_uncommitted_staging_is_discarded_and_committed_is_rolled_forward(store:
     new = before.assign(count=before["count"] + 1)
     staged = storage.join(store, "raw", "_staging", "late", "city=melbourne", "year=2022", "part.parquet")
     raw_zone._write_partition(staged, raw_zone.conform(new))
-    storage.write_json(storage.join(store, "raw", "_staging", "late", "_COMMIT.json"),
-                       {"partitions": ["city=melbourne/year=2022/part.parquet"]})
+    storage.write_json(
+        storage.join(store, "raw", "_staging", "late", "_COMMIT.json"),
+        {"partitions": ["city=melbourne/year=2022/part.parquet"]},
+    )
     pd.testing.assert_frame_equal(raw_zone.read(store), new)
     assert raw_zone.recover(store) == {"rolled_forward": 1, "discarded": 0}
     pd.testing.assert_frame_equal(raw_zone.read(store), new)
@@ -141,10 +153,7 @@ def test_uncommitted_staging_is_discarded_and_committed_is_rolled_forward(store:
 def test_killed_mid_write_keeps_previous_state_and_rerun_completes(store: str, settings, tmp_path: Path) -> None:
     ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-11-01")
     before, before_files = raw_zone.read(store), _files(store)
-    script = (
-        "import sys; from cityscale.ingest import ingest_snapshot; "
-        "ingest_snapshot(sys.argv[1], sys.argv[2])"
-    )
+    script = "import sys; from cityscale.ingest import ingest_snapshot; ingest_snapshot(sys.argv[1], sys.argv[2])"
     proc = subprocess.Popen([sys.executable, "-c", script, str(settings.sample_data), store], env=os.environ.copy())
     fs, root = storage.filesystem(storage.join(store, "raw", "_staging"))
     committed = None

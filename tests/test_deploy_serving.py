@@ -1,0 +1,372 @@
+"""Deploying the InferenceService against ``FakeKubernetesApi``, a stand-in for the Kubernetes API server.
+
+There is no Kubernetes API server on these machines. ``FakeKubernetesApi`` is a small HTTP server on
+loopback that answers the few routes the deployer uses, the way the API server and the KServe controller
+would, and checks every request's shape: the path and namespace, the content type (create = JSON, patch =
+``application/merge-patch+json``), the body's apiVersion/kind/name, and the verbs the pipeline runner's RBAC
+allows (get/list/watch/create/patch in namespace ``cityscale``; a PUT (replace) or DELETE is answered 403
+and recorded so the tests can assert none was sent). The "controller" marks a generation Ready after a few
+polls, or failed (``BlockedByFailedLoad``) when its predictor image contains ``broken``, or never Ready
+when it contains ``stuck``.
+
+``KServeClient`` talks to it through ``config_dict=`` (a kubeconfig whose server is the fake).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cityscale import registry
+from cityscale.config import Settings
+from serving.inference_service import (
+    LAST_APPLIED_ANNOTATION,
+    InferenceServiceDeployer,
+    InferenceServiceError,
+    ServingOptions,
+    build_inference_service,
+)
+
+PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/"
+ALLOWED_NAMESPACE = "cityscale"
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies ``application/merge-patch+json``."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+class FakeKubernetesApi:
+    """Stand-in for the Kubernetes API server + KServe controller (InferenceServices only), on loopback."""
+
+    def __init__(self, ready_after_polls: int = 2):
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.ready_after_polls = ready_after_polls
+        self._polls: dict[tuple[str, str, int], int] = {}
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> Any:
+                length = int(self.headers.get("content-length", 0))
+                return json.loads(self.rfile.read(length)) if length else None
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                body = self._body() if method in ("POST", "PATCH", "PUT") else None
+                record = {
+                    "method": method,
+                    "path": self.path,
+                    "content_type": self.headers.get("content-type", ""),
+                    "body": body,
+                }
+                with fake._lock:
+                    fake.requests.append(record)
+                    code, answer = fake.handle(method, self.path, record["content_type"], body)
+                self._send(code, answer)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._handle("POST")
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._handle("PATCH")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._handle("PUT")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._handle("DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeKubernetesApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def kubeconfig(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "runner", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner", "namespace": "cityscale"}}],
+            "current-context": "fake",
+        }
+
+    @staticmethod
+    def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+        return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message}
+
+    # -- the API server --
+    def handle(self, method: str, path: str, content_type: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if not path.startswith(PREFIX):
+            return self._status(404, "NotFound", f"no route {path}")
+        parts = path[len(PREFIX) :].split("?")[0].split("/")
+        namespace, plural, name = parts[0], parts[1], (parts[2] if len(parts) > 2 else None)
+        if plural != "inferenceservices":
+            return self._status(404, "NotFound", f"unknown resource {plural}")
+        if namespace != ALLOWED_NAMESPACE or method in ("PUT", "DELETE"):
+            return self._status(403, "Forbidden", f"{method} inferenceservices in {namespace} is not allowed")
+        key = (namespace, name or "")
+        if method == "GET":
+            if key not in self.objects:
+                return self._status(404, "NotFound", f'inferenceservices "{name}" not found')
+            self._reconcile(key)
+            return 200, self.objects[key]
+        if method == "POST":
+            if name is not None or not content_type.startswith("application/json"):
+                return self._status(400, "BadRequest", f"create: bad path or content type {content_type}")
+            if body.get("apiVersion") != "serving.kserve.io/v1beta1" or body.get("kind") != "InferenceService":
+                return self._status(400, "BadRequest", "not a serving.kserve.io/v1beta1 InferenceService")
+            meta = body.get("metadata", {})
+            if meta.get("namespace", namespace) != namespace or not meta.get("name") or "predictor" not in body["spec"]:
+                return self._status(400, "BadRequest", "metadata.name/namespace or spec.predictor missing")
+            key = (namespace, meta["name"])
+            if key in self.objects:
+                return self._status(409, "AlreadyExists", f'inferenceservices "{meta["name"]}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"].update(generation=1, uid=f"uid-{len(self.objects)}", resourceVersion="1")
+            self.objects[key] = obj
+            return 201, obj
+        if method == "PATCH":
+            if content_type != "application/merge-patch+json":
+                return self._status(415, "UnsupportedMediaType", f"patch content type {content_type}")
+            if key not in self.objects:
+                return self._status(404, "NotFound", f'inferenceservices "{name}" not found')
+            obj = self.objects[key]
+            patched = apply_merge_patch(obj, body)
+            if patched.get("spec") != obj.get("spec"):
+                patched["metadata"]["generation"] = obj["metadata"]["generation"] + 1
+            patched["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+            self.objects[key] = patched
+            return 200, patched
+        return self._status(405, "MethodNotAllowed", method)
+
+    # -- the KServe controller --
+    def _reconcile(self, key: tuple[str, str]) -> None:
+        obj = self.objects[key]
+        generation = obj["metadata"]["generation"]
+        image = obj["spec"]["predictor"]["containers"][0]["image"]
+        polls = self._polls.get((*key, generation), 0) + 1
+        self._polls[(*key, generation)] = polls
+        status: dict[str, Any] = {"observedGeneration": generation}
+        if "broken" in image:
+            status["conditions"] = [{"type": "Ready", "status": "False", "reason": "RevisionFailed"}]
+            status["modelStatus"] = {
+                "transitionStatus": "BlockedByFailedLoad",
+                "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "predictor exited with 1"},
+            }
+        elif "stuck" in image or polls < self.ready_after_polls:
+            status["observedGeneration"] = generation - 1 if polls < self.ready_after_polls else generation
+            status["conditions"] = [{"type": "Ready", "status": "Unknown"}]
+        else:
+            status["conditions"] = [{"type": "Ready", "status": "True"}]
+            status["url"] = f"http://{key[1]}.{key[0]}.example.com"
+        obj["status"] = status
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture()
+def fake_api() -> Iterator[FakeKubernetesApi]:
+    with FakeKubernetesApi() as api:
+        yield api
+
+
+@pytest.fixture()
+def kserve_client(fake_api: FakeKubernetesApi):
+    from kserve import KServeClient
+
+    return KServeClient(config_dict=fake_api.kubeconfig())
+
+
+def isvc(image: str = "reg/cityscale:v1", model: str = "0001", **overrides: Any):
+    return build_inference_service(ServingOptions.from_settings(Settings(), model, image=image, **overrides))
+
+
+def deployer(kserve_client, timeout_s: float = 10.0) -> InferenceServiceDeployer:
+    return InferenceServiceDeployer(kserve_client, timeout_s=timeout_s, poll_s=0.02)
+
+
+def spec_of(api: FakeKubernetesApi) -> dict[str, Any]:
+    return api.objects[("cityscale", "cityscale")]["spec"]
+
+
+def assert_rbac_respected(api: FakeKubernetesApi) -> None:
+    assert {r["method"] for r in api.requests} <= {"GET", "POST", "PATCH"}, "only get/create/patch are allowed"
+    assert all(r["path"].startswith(PREFIX + "cityscale/inferenceservices") for r in api.requests)
+
+
+# --- tests ------------------------------------------------------------------------------------
+def test_create_then_wait_ready(fake_api, kserve_client) -> None:
+    result = deployer(kserve_client).deploy(isvc())
+    assert (result.action, result.generation) == ("created", 1)
+    assert result.url == "http://cityscale.cityscale.example.com"
+    create = next(r for r in fake_api.requests if r["method"] == "POST")
+    assert create["content_type"].startswith("application/json")
+    assert create["body"]["spec"]["predictor"]["containers"][0]["image"] == "reg/cityscale:v1"
+    applied = json.loads(create["body"]["metadata"]["annotations"][LAST_APPLIED_ANNOTATION])
+    assert applied["spec"] == create["body"]["spec"]
+    assert sum(r["method"] == "GET" for r in fake_api.requests) >= 3  # 404, then polls until Ready
+    assert_rbac_respected(fake_api)
+
+
+def test_patch_rolls_out_a_new_version_and_removes_dropped_fields(fake_api, kserve_client) -> None:
+    deployer(kserve_client).deploy(isvc(transformer=True))
+    assert "transformer" in spec_of(fake_api)
+    fake_api.requests.clear()
+    result = deployer(kserve_client).deploy(isvc(image="reg/cityscale:v2", model="0002"))
+    assert (result.action, result.generation) == ("patched", 2)
+    (patch,) = [r for r in fake_api.requests if r["method"] == "PATCH"]
+    assert patch["content_type"] == "application/merge-patch+json"
+    body = patch["body"]
+    # Only what changed, and an explicit null for the transformer the new spec no longer has.
+    assert body["spec"]["transformer"] is None
+    assert body["spec"]["predictor"]["containers"][0]["image"] == "reg/cityscale:v2"
+    assert "minReplicas" not in body["spec"]["predictor"]
+    assert body["metadata"]["labels"] == {"cityscale.io/model-version": "0002"}
+    spec = spec_of(fake_api)
+    assert "transformer" not in spec
+    assert spec["predictor"]["containers"][0]["command"][-1] == "0002"
+    assert_rbac_respected(fake_api)
+
+
+def test_unchanged_spec_sends_no_patch(fake_api, kserve_client) -> None:
+    deployer(kserve_client).deploy(isvc())
+    fake_api.requests.clear()
+    assert deployer(kserve_client).deploy(isvc()).action == "unchanged"
+    assert [r["method"] for r in fake_api.requests if r["method"] != "GET"] == []
+
+
+@pytest.mark.parametrize(
+    ("image", "pattern"), [("reg/broken:v2", "BlockedByFailedLoad"), ("reg/stuck:v2", "not Ready")]
+)
+def test_failed_rollout_rolls_back_to_the_previous_spec(fake_api, kserve_client, image, pattern) -> None:
+    deployer(kserve_client).deploy(isvc(model="0001"))
+    before = copy.deepcopy(spec_of(fake_api))
+    fake_api.requests.clear()
+    with pytest.raises(InferenceServiceError, match=f"{pattern}.*rolled back to the previous spec"):
+        deployer(kserve_client, timeout_s=0.5).deploy(isvc(image=image, model="0002", max_replicas=5))
+    patches = [r for r in fake_api.requests if r["method"] == "PATCH"]
+    assert len(patches) == 2, "the rollout, then the rollback"
+    assert all(p["content_type"] == "application/merge-patch+json" for p in patches)
+    assert spec_of(fake_api) == before
+    obj = fake_api.objects[("cityscale", "cityscale")]
+    assert obj["metadata"]["generation"] == 3
+    assert obj["metadata"]["labels"]["cityscale.io/model-version"] == "0001"
+    assert json.loads(obj["metadata"]["annotations"][LAST_APPLIED_ANNOTATION])["spec"] == before
+    assert obj["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
+    assert_rbac_respected(fake_api)
+
+
+def test_failed_create_has_nothing_to_roll_back(fake_api, kserve_client) -> None:
+    with pytest.raises(InferenceServiceError, match="no previous spec to roll back to"):
+        deployer(kserve_client).deploy(isvc(image="reg/broken:v1"))
+    assert [r["method"] for r in fake_api.requests if r["method"] != "GET"] == ["POST"]
+
+
+def test_mode_switch_is_refused_before_any_write(fake_api, kserve_client) -> None:
+    deployer(kserve_client).deploy(isvc())
+    fake_api.requests.clear()
+    knative = isvc(deployment_mode="Knative", scale_metric="concurrency")
+    with pytest.raises(InferenceServiceError, match="runs in Standard mode"):
+        deployer(kserve_client).deploy(knative)
+    assert {r["method"] for r in fake_api.requests} == {"GET"}
+
+
+def test_other_namespace_is_forbidden(fake_api, kserve_client) -> None:
+    with pytest.raises(InferenceServiceError, match="403"):
+        deployer(kserve_client).deploy(isvc(namespace="default"))
+
+
+def test_deploy_to_kserve_promotes_production_only_when_ready(
+    fake_api, kserve_client, trained_workdir, tmp_path
+) -> None:
+    import shutil
+
+    from serving.deploy import deploy_to_kserve
+
+    registry_uri = str(tmp_path / "registry")
+    shutil.copytree(Settings(workdir=trained_workdir).resolved_registry_uri, registry_uri)
+    name = Settings().model_name
+    registry.register(Path(registry.version_uri(registry_uri, name, "0001")), registry_uri, name, {}, "v2")
+    settings = Settings(workdir=tmp_path, serving_ready_timeout_s=5, serving_ready_poll_s=0.02)
+
+    uri = deploy_to_kserve("0002", registry_uri, settings, kserve_client, image="reg/cityscale:v2")
+    assert uri == registry.version_uri(registry_uri, name, "0002")
+    assert registry.get_alias(registry_uri, name, "production")["version"] == "0002"
+    env = {e["name"]: e["value"] for e in spec_of(fake_api)["predictor"]["containers"][0]["env"]}
+    assert env["CITYSCALE_REGISTRY_URI"] == registry_uri
+
+    with pytest.raises(InferenceServiceError, match="rolled back"):
+        deploy_to_kserve("0001", registry_uri, settings, kserve_client, image="reg/broken:v3")
+    assert registry.get_alias(registry_uri, name, "production")["version"] == "0002"  # not moved
+
+
+def test_dry_run_writes_manifests(tmp_path) -> None:
+    from serving.deploy import main
+
+    assert main(["--dry-run", "--version", "0003", "--out", str(tmp_path), "--transformer"]) == 0
+    docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yaml"))}
+    assert sorted(docs) == ["inference-service-cpu.yaml", "inference-service-gpu.yaml", "inference-service.yaml"]
+    gpu = docs["inference-service-gpu.yaml"]["spec"]["predictor"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "transformer" in docs["inference-service.yaml"]["spec"]
+
+
+def test_component_kserve_target_uses_the_deployer(fake_api, kserve_client, trained_workdir, tmp_path, monkeypatch):
+    """components/deploy.py's ``kserve`` target: same function, client from the (fake) kubeconfig."""
+    import shutil
+
+    import kserve
+
+    from components.deploy import deploy
+
+    registry_uri = str(tmp_path / "registry")
+    shutil.copytree(Settings(workdir=trained_workdir).resolved_registry_uri, registry_uri)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(fake_api.kubeconfig()))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("CITYSCALE_SERVING_READY_POLL_S", "0.02")
+    monkeypatch.setattr(kserve.api.kserve_client.utils, "is_running_in_k8s", lambda: False)
+    uri = deploy.python_func(version="0001", registry_uri=registry_uri, target="kserve")
+    assert uri.endswith("/versions/0001")
+    assert spec_of(fake_api)["predictor"]["containers"][0]["command"][-1] == "0001"
+    with pytest.raises(ValueError, match="not supported"):
+        deploy.python_func(version="0001", registry_uri=registry_uri, target="moon")

@@ -1,0 +1,53 @@
+"""Strong baselines (LightGBM, MSTL) and the HTML report, on real data."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cityscale import raw_zone
+from cityscale.backtest import daily_origins, run_backtest
+from cityscale.baselines import BASELINES
+from cityscale.config import Settings
+from cityscale.forecaster import Forecaster
+from cityscale.panel import Panel
+from cityscale.report import backtest_charts, render_html
+from cityscale.strong_baselines import mstl_forecast, strong_baselines
+
+
+@pytest.fixture(scope="module")
+def panel(trained_workdir) -> Panel:
+    return Panel.from_raw(raw_zone.read(Settings(workdir=trained_workdir).resolved_store_uri))
+
+
+def test_lightgbm_is_scored_with_the_others_and_beats_yesterday(panel: Panel, trained_workdir) -> None:
+    model = Forecaster.load(trained_workdir / "model")
+    baselines = {**BASELINES, **strong_baselines(panel, pd.Timestamp("2022-09-15"), ["lightgbm"])}
+    result = run_backtest(panel, daily_origins(panel, "2022-09-15", "2022-10-15"), {"model": model}, 24, 0.5, baselines)
+    assert {"lightgbm", "snaive24", "mean4w", "model"} <= set(result.summary.index)
+    assert result.summary["n_hours"].nunique() == 1  # same cells for every method
+    assert result.summary.loc["lightgbm", "wape"] < result.summary.loc["snaive24", "wape"]
+
+
+def test_mstl_follows_daily_and_weekly_seasonality(panel: Panel) -> None:
+    row = np.array([panel.row("FliS_T")] * 2)
+    pos = np.array([panel.position(pd.Timestamp("2022-08-10")), panel.position(pd.Timestamp("2022-08-13"))])
+    forecast = mstl_forecast(panel, row, pos, 24)
+    actual = panel.window(row, pos, 24)
+    assert forecast.shape == (2, 24) and np.isfinite(forecast).all() and (forecast >= 0).all()
+    assert np.corrcoef(forecast.ravel(), actual.ravel())[0, 1] > 0.8  # follows the daily shape
+    assert np.nanmean(np.abs(forecast - actual)) / np.nanmean(actual) < 0.5
+
+
+def test_html_report_embeds_three_png_charts(panel: Panel, trained_workdir) -> None:
+    model = Forecaster.load(trained_workdir / "model")
+    result = run_backtest(panel, daily_origins(panel, "2022-10-01", "2022-10-15"), {"model": model}, 24)
+    html = render_html("t", [("summary", result.summary)], "text", backtest_charts(result))
+    images = html.split("src='data:image/png;base64,")[1:]
+    assert len(images) == 3
+    for chunk in images:
+        assert base64.b64decode(chunk.split("'", 1)[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<table" in html and "mean4w" in html
