@@ -17,9 +17,16 @@ COPY cityscale ./cityscale
 COPY components ./components
 COPY pipelines ./pipelines
 COPY serving ./serving
+# The Feast repo (feature_store.yaml + definitions) is not a Python package: copy it beside the code.
+COPY feature_repo ./feature_repo
+# The Airbyte low-code manifests and connection files (embedded and airbyte-server ingestion modes).
+COPY airbyte ./airbyte
 RUN pip install --no-cache-dir . && pip check
 
 USER 10001:10001
-ENV CITYSCALE_WORKDIR=/tmp/cityscale
+ENV CITYSCALE_WORKDIR=/tmp/cityscale \
+    CITYSCALE_FEAST_REPO=/app/feature_repo/feast \
+    CITYSCALE_AIRBYTE_DIR=/app/airbyte
+# 8080: REST (V1/V2, /metrics; the InferenceService names it http1), 8081: gRPC V2 (h2c).
 EXPOSE 8080 8081
 ENTRYPOINT ["python", "-m", "serving"]

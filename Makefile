@@ -151,6 +151,17 @@ deploy: $(STAMP) ## Upload the pipelines to KFP_HOST as version $(GIT_SHA) and a
 	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) ENV=$(ENV) GIT_SHA=$(GIT_SHA) REGISTRY=$(REGISTRY) DRY_RUN=$(DRY) \
 	  $(BIN)/python -m pipelines.deploy --compile --compiled-dir $(DEPLOY_DIR)
 
+MODEL_VERSION ?= production
+.PHONY: deploy-serving
+deploy-serving: $(STAMP) ## Create/patch the KServe InferenceService for MODEL_VERSION, wait Ready, roll back on failure (DRY_RUN=1: YAML to build/manifests/)
+	@echo "deploy-serving: InferenceService for $(MODEL_VERSION), image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY))$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
+	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) \
+	  $(BIN)/python -m serving.deploy --version $(MODEL_VERSION) $(if $(DRY),--dry-run --out build/manifests) $(if $(TRANSFORMER),--transformer)
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## Serving load test on loopback: bare kserve model vs full CityScale path, REST+gRPC (build/bench/serving.json)
+	$(BIN)/python benchmarks/bench_serving.py
+
 .PHONY: clean
 clean: ## Remove local outputs, build files and caches (keeps the virtual environment)
 	rm -rf local_outputs build .pytest_cache .ruff_cache

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8081, validation_alias=AliasChoices("GRPC_PORT", "CITYSCALE_GRPC_PORT"))
     max_batch_sensors: int = 512
     serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
+    serving_torch_threads: int = 1  # intra-op threads per server process (see serving/predictor.py)
+    serving_freeze_model: bool = True  # trace + freeze the network at load (same outputs, less per-call overhead)
 
     # KServe InferenceService (serving/inference_service.py, the deploy step's "kserve" target).
     serving_namespace: str = "cityscale"  # the pipeline runner may create/patch InferenceServices only here

@@ -134,7 +134,9 @@ class ForecastService:
         quantiles = self.forecaster.predict(values, stamps, cities)
         horizon = self.forecaster.horizon
         offsets = pd.to_timedelta(np.arange(horizon), unit="h")
-        target_times = np.array([[f"{s + o:%Y-%m-%dT%H:%M:%S}" for o in offsets] for s in stamps], dtype=object)
+        # Requests usually share one start: format each distinct start's hours once.
+        hours = {s: np.array([f"{s + o:%Y-%m-%dT%H:%M:%S}" for o in offsets], dtype=object) for s in set(stamps)}
+        target_times = np.stack([hours[s] for s in stamps])
         return ForecastBatch(sensor_ids, stamps, list(self.forecaster.contract.quantiles), quantiles, target_times)
 
     @staticmethod

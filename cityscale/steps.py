@@ -7,36 +7,19 @@ whole pipeline can be unit-tested (and run from the CLI) without an orchestrator
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from cityscale import raw_zone, registry
+from cityscale import registry
 from cityscale.backtest import BacktestResult, daily_origins, run_backtest
 from cityscale.baselines import BASELINES
 from cityscale.config import Settings
 from cityscale.forecaster import Forecaster
-from cityscale.ingest import ingest_snapshot
 from cityscale.model.contract import ModelContract
 from cityscale.panel import Panel
 from cityscale.strong_baselines import strong_baselines
 from cityscale.train import train_model
 from cityscale.windows import Examples
-
-
-def ingest(source: str, store_uri: str, start: str, end: str, raw_out: str, report_out: str) -> dict[str, Any]:
-    """Snapshot ingestion into the raw zone; writes the run's data window and a quality report."""
-    result = ingest_snapshot(source or Settings().sample_data, store_uri, start or None, end or None)
-    window = raw_zone.read(store_uri, start=start or None, end=end or None)
-    window.to_parquet(raw_out, index=False)
-    Path(report_out).write_text(result.report.to_markdown())
-    return {
-        "rows": len(window),
-        "sensors": int(window["sensor_id"].nunique()),
-        "artefacts_masked": result.report.daily_total_artefacts_masked,
-        "dst_gap_hours_dropped": result.report.dst_nonexistent_hours_dropped,
-    }
 
 
 def build_features(raw_path: str, test_start: str, examples_out: str, settings: Settings) -> int:

@@ -41,7 +41,8 @@ def training_pipeline(
         test_start: First held-out day for the backtest; training targets end before it.
         test_end: End of the held-out period, exclusive (empty = end of data).
         max_epochs: Training epochs.
-        deploy_target: Where a model that passes the gate goes ("local").
+        deploy_target: Where a model that passes the gate goes: "local" (the registry alias the local server
+            serves) or "kserve" (create or patch the InferenceService, wait ready, roll back on failure).
     """
     ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
     ingest_task.set_display_name("Ingest counts").set_caching_options(False)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
@@ -41,28 +43,51 @@ class CalendarCache:
     """Memoise ``Forecaster.calendar`` per (city, forecast start).
 
     The calendar block of a forecast depends only on the city and the start hour, yet computing it goes
-    through pandas date arithmetic and the ``holidays`` lookups for every sensor of every request; at
-    serving rates that dominated the model forward. A request for all sensors from one start now costs
-    one lookup. Bounded LRU: ``max_entries`` blocks of ``horizon x features`` float32 (about 1 KB each).
+    through pandas date arithmetic and the ``holidays`` lookups for every sensor of every request: measured
+    0.52 ms for one sensor and 2.2 ms for 12, against a 0.08 ms model forward; cached, 3 us and 20 us.
+    Bounded LRU: ``max_entries`` blocks of ``horizon x features`` float32 (about 1 KB each). Locked, since
+    with a remote feature server forecasts run in worker threads.
     """
 
     def __init__(self, compute: Callable[[Sequence[pd.Timestamp], Sequence[str]], np.ndarray], max_entries: int):
         self._compute = compute
         self._blocks: OrderedDict[tuple[str, pd.Timestamp], np.ndarray] = OrderedDict()
-        self.max_entries = max_entries
+        self.max_entries = max(1, max_entries)
+        self._lock = threading.Lock()
 
     def __call__(self, starts: Sequence[pd.Timestamp], cities: Sequence[str]) -> np.ndarray:
         keys = [(str(c), pd.Timestamp(s)) for s, c in zip(starts, cities, strict=True)]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._blocks))
+        with self._lock:
+            found = {k: self._blocks[k] for k in dict.fromkeys(keys) if k in self._blocks}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
             blocks = self._compute([k[1] for k in missing], [k[0] for k in missing])
-            for key, block in zip(missing, blocks, strict=True):
+            found.update(zip(missing, blocks, strict=True))
+        with self._lock:
+            for key, block in found.items():
                 self._blocks[key] = block
+                self._blocks.move_to_end(key)
             while len(self._blocks) > self.max_entries:
                 self._blocks.popitem(last=False)
-        for key in set(keys):
-            self._blocks.move_to_end(key)
-        return np.stack([self._blocks[k] for k in keys])
+        return np.stack([found[k] for k in keys])
+
+
+def freeze_network(net: torch.nn.Module, in_dim: int) -> torch.nn.Module:
+    """The network traced and frozen for inference, if it gives the same outputs; else the eager module.
+
+    A one-sensor request spends more time in torch's per-module Python dispatch than in arithmetic
+    (~85 us eager vs ~50 us frozen for the 3-layer MLP): a measurable share of the gRPC path.
+    """
+    net = net.eval()
+    probe = torch.randn(4, in_dim, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            frozen = torch.jit.freeze(torch.jit.trace(net, probe[:1]))
+            same = torch.allclose(frozen(probe), net(probe), rtol=1e-5, atol=1e-6)
+    except Exception as exc:  # an architecture tracing cannot handle: serve it eagerly
+        logger.warning("serving the network eagerly, tracing failed: %s", exc)
+        return net
+    return frozen if same else net
 
 
 class CityScalePredictor(Model):
@@ -92,7 +117,13 @@ class CityScalePredictor(Model):
         swapped in at the end, so requests keep being served by the previous version meanwhile.
         """
         uri, version = registry.resolve(self.model_uri, self.settings.resolved_registry_uri, self.settings.model_name)
+        # One request is a tiny MLP forward (~0.1 ms): with torch's default of one thread per core, its
+        # OpenMP workers spin against the event loop and the client on a 2-core pod and a 1-sensor forecast
+        # took ~24 ms instead of ~0.5 ms. Scale with replicas (or --workers), not intra-op threads.
+        torch.set_num_threads(max(1, self.settings.serving_torch_threads))
         forecaster = Forecaster.load(uri, version)
+        if self.settings.serving_freeze_model:
+            forecaster.net = freeze_network(forecaster.net, forecaster.contract.in_dim)
         forecaster.calendar = CalendarCache(forecaster.calendar, self.settings.serving_calendar_cache_size)
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         history = metrics.TimedHistorySource(source, self.name)

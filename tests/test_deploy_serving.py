@@ -362,7 +362,8 @@ def test_component_kserve_target_uses_the_deployer(fake_api, kserve_client, trai
     shutil.copytree(Settings(workdir=trained_workdir).resolved_registry_uri, registry_uri)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(fake_api.kubeconfig()))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    # kubernetes reads $KUBECONFIG once, at import: point its default location at the fake's kubeconfig.
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.setenv("CITYSCALE_SERVING_READY_POLL_S", "0.02")
     monkeypatch.setattr(kserve.api.kserve_client.utils, "is_running_in_k8s", lambda: False)
     uri = deploy.python_func(version="0001", registry_uri=registry_uri, target="kserve")

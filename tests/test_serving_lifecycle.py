@@ -119,6 +119,8 @@ def test_promote_then_rollback_with_restarts(lifecycle, tmp_path: Path) -> None:
 def test_not_ready_without_a_model(trained_workdir: Path, tmp_path: Path) -> None:
     """No production model: the server never becomes ready (the readiness probe keeps traffic away)."""
     env = {"CITYSCALE_WORKDIR": str(trained_workdir), "CITYSCALE_REGISTRY_URI": str(tmp_path / "empty")}
-    with pytest.raises(RuntimeError, match="no model is registered as cityscale:production"):
-        with local_model_server(env=env, log_dir=tmp_path, timeout_s=60):
-            pass
+    with (
+        pytest.raises(RuntimeError, match="no model is registered as cityscale:production"),
+        local_model_server(env=env, log_dir=tmp_path, timeout_s=60),
+    ):
+        pass
