@@ -6,12 +6,17 @@ from pathlib import Path
 
 from kfp import compiler
 
+from pipelines.batch_forecast import batch_forecast_pipeline
 from pipelines.ingestion import ingestion_pipeline
 from pipelines.training import training_pipeline
 
 COMPILED_DIR = Path(__file__).parent / "compiled"
 # Key = compiled file name (<key>.yaml) and the `pipeline` that pipelines/schedules.yaml refers to.
-PIPELINES = {"training": training_pipeline, "ingestion": ingestion_pipeline}
+PIPELINES = {
+    "training": training_pipeline,
+    "ingestion": ingestion_pipeline,
+    "batch_forecast": batch_forecast_pipeline,
+}
 
 
 def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:

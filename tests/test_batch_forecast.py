@@ -75,3 +75,24 @@ def test_cli_writes_the_csv(trained_workdir, tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     written = pd.read_csv(out)
     assert list(written.columns) == OUTPUT_COLUMNS and len(written) > 24 * 50
+
+
+@pytest.mark.e2e
+def test_batch_forecast_pipeline_runs_under_kfp_local(trained_workdir, tmp_path) -> None:
+    from kfp import local
+
+    from cityscale.config import Settings
+    from pipelines.batch_forecast import batch_forecast_pipeline
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    batch_forecast_pipeline(
+        data=str(Settings().sample_data),
+        registry_uri=str(trained_workdir / "registry"),
+        start="2022-10-20",
+        end="2022-10-21",
+    )
+    (csv,) = list((tmp_path / "root").glob("cityscale-batch-forecast-*/batch-forecast/forecasts"))
+    written = pd.read_csv(csv)
+    assert list(written.columns) == OUTPUT_COLUMNS
+    assert written.groupby(["sensor", "origin"]).size().eq(24).all()
+    assert set(written["origin"]) == {"2022-10-20T00:00:00", "2022-10-21T00:00:00"}
