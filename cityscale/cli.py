@@ -56,9 +56,8 @@ def _print_metrics(metrics: dict[str, float]) -> None:
     for col in ("method", "WAPE", "MASE"):
         table.add_column(col, justify="right" if col != "method" else "left")
     table.add_row("model", f"{metrics['wape']:.3f}", f"{metrics['mase']:.3f}")
-    for base in ("snaive24", "snaive168", "mean4w"):
-        if f"{base}_wape" in metrics:
-            table.add_row(base, f"{metrics[f'{base}_wape']:.3f}", f"{metrics[f'{base}_mase']:.3f}")
+    for base in sorted(k.removesuffix("_wape") for k in metrics if k.endswith("_wape")):
+        table.add_row(base, f"{metrics[f'{base}_wape']:.3f}", f"{metrics[f'{base}_mase']:.3f}")
     console.print(table)
     console.print(f"P10-P90 coverage {metrics['coverage']:.1%} over {metrics['n_pairs']:.0f} (sensor, day) pairs")
 
