@@ -73,6 +73,10 @@ train-full: $(STAMP) ## Backtest on held-out months, retrain on all of ../shared
 bench-accuracy: $(STAMP) ## Model vs all baselines on held-out Melbourne months (writes build/bench/accuracy.json)
 	$(BIN)/python benchmarks/bench_accuracy.py
 
+.PHONY: bench-train
+bench-train: $(STAMP) ## Training samples/s, 1 process vs 2-process DDP on CPU, + loss equivalence (build/bench/train.json)
+	$(BIN)/python benchmarks/bench_train.py
+
 .PHONY: bench-ingest
 bench-ingest: $(STAMP) ## Ingestion throughput + peak memory, snapshot and embedded, full Melbourne history (build/bench/ingest.json)
 	$(BIN)/python benchmarks/bench_ingest.py

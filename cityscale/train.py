@@ -1,17 +1,34 @@
 """Training entry point: examples in, model artifact (weights + contract) out.
 
-The same function runs in-process (``make run``, the train component) and, in later modes,
-under a distributed Trainer: the model code does not change, only the Trainer's arguments.
+One code path for every mode. ``train_model`` runs in-process (``make run``, the train component)
+and, from ``python -m cityscale.train``, under any Trainer configuration: one process, DDP over
+several CPU processes (gloo) or GPUs, several nodes. Only the Trainer's arguments change, never the
+model code. The global batch (``settings.batch_size``) is split over the ranks, every rank is
+seeded, and only rank 0 writes the artifact.
+
+Checkpoints (``ckpt_dir``, any fsspec path) are written every ``ckpt_every_n_epochs`` epochs (or
+``ckpt_every_n_steps`` steps); a run that finds one there resumes from it (epoch, optimizer, LR
+schedule), so a killed run, rerun with the same arguments, continues where it stopped.
+
+    python -m cityscale.train --examples examples.npz --out model/ [--devices 2 --strategy ddp
+        --accelerator cpu] [--precision bf16-mixed] [--num-nodes N] [--ckpt-dir DIR] [--max-epochs N]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from cityscale.calendar import CALENDAR_FEATURES
 from cityscale.config import Settings
@@ -20,15 +37,135 @@ from cityscale.model.inputs import input_size
 from cityscale.model.lightning import ExamplesDataModule, ForecastModule
 from cityscale.windows import Examples
 
+log = logging.getLogger("cityscale.train")
+LAST_CKPT = "last.ckpt"
+RESULT_PREFIX = "CITYSCALE_TRAIN_RESULT "
 
-def train_model(examples: Examples, out_dir: str | Path, settings: Settings) -> ModelContract:
-    """Fit the global quantile model and write ``model.pt`` and ``contract.json`` to ``out_dir``."""
+
+@dataclass
+class TrainRun:
+    """What one ``fit`` did (rank 0's view); printed by the CLI as one JSON line."""
+
+    world_size: int = 1
+    global_rank: int = 0
+    resumed_from: str | None = None
+    start_epoch: int = 0
+    epochs_run: int = 0
+    final_epoch: int = 0
+    global_step: int = 0
+    n_train_samples: int = 0
+    fit_seconds: float = 0.0
+    val_loss: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.n_train_samples * self.epochs_run / self.fit_seconds if self.fit_seconds else 0.0
+
+
+class _RunMonitor(Callback):
+    """Checks the world size, reseeds each epoch (dropout) from (seed, epoch, rank), times the fit."""
+
+    def __init__(self, seed: int, expected_world_size: int, run: TrainRun):
+        self.seed = seed
+        self.expected = expected_world_size
+        self.run = run
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        world = trainer.world_size
+        dist = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        log.info(
+            "rank %d/%d: world_size=%d (num_nodes=%d x devices=%d), process group size %d, strategy %s",
+            trainer.global_rank,
+            world,
+            world,
+            trainer.num_nodes,
+            trainer.num_devices,
+            dist,
+            type(trainer.strategy).__name__,
+        )
+        if not (world == trainer.num_nodes * trainer.num_devices == self.expected == dist):
+            raise RuntimeError(
+                f"world size {world} (process group {dist}) != num_nodes {trainer.num_nodes} x devices "
+                f"{trainer.num_devices} (expected {self.expected})"
+            )
+        self.run.world_size = world
+        self.run.global_rank = trainer.global_rank
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.run.start_epoch = trainer.current_epoch
+        if trainer.is_global_zero:
+            log.info("training from epoch %d (global step %d)", trainer.current_epoch, trainer.global_step)
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.manual_seed(self.seed + 7919 * trainer.current_epoch + trainer.global_rank)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
+            log.info("epoch %d done: %s", trainer.current_epoch, metrics)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.run.fit_seconds = time.perf_counter() - self._t0
+        self.run.final_epoch = trainer.current_epoch  # epochs completed
+        self.run.epochs_run = trainer.current_epoch - self.run.start_epoch
+        self.run.global_step = trainer.global_step
+
+
+def _resume_path(ckpt_dir: str) -> str | None:
+    """The newest readable checkpoint in ``ckpt_dir``: ``last.ckpt``, else the newest other one.
+
+    A run killed while writing a checkpoint can leave a truncated file; it is skipped.
+    """
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(ckpt_dir)
+    if not fs.exists(root):
+        return None
+    files = [p for p in fs.ls(root, detail=False) if p.endswith(".ckpt")]
+    files.sort(key=lambda p: (not p.endswith(LAST_CKPT), -fs.modified(p).timestamp()))
+    for path in files:
+        try:
+            with fs.open(path, "rb") as fh:
+                state = torch.load(fh, map_location="cpu", weights_only=False)
+            if "state_dict" in state and "loops" in state:
+                return fs.unstrip_protocol(path) if "://" in ckpt_dir else path
+        except Exception as exc:  # noqa: BLE001 - a truncated file is skipped, whatever the error
+            log.warning("skipping unreadable checkpoint %s: %s", path, exc)
+    return None
+
+
+def train_model(
+    examples: Examples,
+    out_dir: str | Path,
+    settings: Settings,
+    *,
+    accelerator: str = "auto",
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    ckpt_dir: str | None = None,
+    ckpt_every_n_epochs: int = 1,
+    ckpt_every_n_steps: int | None = None,
+    run: TrainRun | None = None,
+) -> ModelContract:
+    """Fit the global quantile model and write ``model.pt`` and ``contract.json`` to ``out_dir``.
+
+    With the defaults this is one process, no checkpoints. The keyword arguments go to the Trainer;
+    ``settings.batch_size`` is the global batch, split over ``num_nodes x devices`` ranks. Under a
+    multi-process strategy every rank returns the contract, only rank 0 writes the artifact.
+    """
     if len(examples) < 100:
         raise ValueError(f"only {len(examples)} training examples; need at least 100")
+    world_size = num_nodes * devices
+    if settings.batch_size % world_size:
+        log.warning("batch size %d is not divisible by world size %d", settings.batch_size, world_size)
     horizon = examples.target.shape[1]
     input_window = examples.history.shape[1]
-    pl.seed_everything(settings.seed, workers=True)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
     module = ForecastModule(
         in_dim=input_size(input_window, horizon, len(CALENDAR_FEATURES)),
         horizon=horizon,
@@ -37,23 +174,49 @@ def train_model(examples: Examples, out_dir: str | Path, settings: Settings) -> 
         dropout=settings.dropout,
         learning_rate=settings.learning_rate,
     )
-    data = ExamplesDataModule(examples, batch_size=settings.batch_size, volume_weighted=settings.volume_weighted_loss)
+    data = ExamplesDataModule(
+        examples,
+        batch_size=max(settings.batch_size // world_size, 1),
+        volume_weighted=settings.volume_weighted_loss,
+        seed=settings.seed,
+    )
+    run = run if run is not None else TrainRun()
+    callbacks: list[Callback] = [_RunMonitor(settings.seed, world_size, run)]
+    resume = None
+    if ckpt_dir:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="{epoch}-{step}",
+                save_last=True,
+                save_top_k=1,
+                every_n_epochs=None if ckpt_every_n_steps else ckpt_every_n_epochs,
+                every_n_train_steps=ckpt_every_n_steps,
+            )
+        )
+        resume = _resume_path(ckpt_dir)
+        run.resumed_from = resume
+        log.info("resuming from %s" if resume else "no checkpoint in %s: starting from scratch", resume or ckpt_dir)
     trainer = pl.Trainer(
         max_epochs=settings.max_epochs,
-        accelerator="auto",
-        devices=1,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=precision,
         deterministic=True,
+        use_distributed_sampler=False,  # ExamplesDataModule shards by rank itself
         logger=False,
-        enable_checkpointing=False,
+        callbacks=callbacks,
+        enable_checkpointing=bool(ckpt_dir),
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
     val_loss = float(trainer.callback_metrics["val_loss"])
+    run.val_loss = val_loss
+    run.n_train_samples = len(data.train_set)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(module.net.state_dict(), out_dir / WEIGHTS_FILE)
     origins = examples.origins
     contract = ModelContract(
         input_window=input_window,
@@ -71,5 +234,60 @@ def train_model(examples: Examples, out_dir: str | Path, settings: Settings) -> 
         val_loss=val_loss,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    contract.save(out_dir)
+    if trainer.is_global_zero:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(module.net.state_dict(), out_dir / WEIGHTS_FILE)
+        contract.save(out_dir)
     return contract
+
+
+def _precision(value: str) -> str:
+    return {"32": "32-true", "16": "16-mixed"}.get(value, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cityscale.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", required=True, help="examples .npz (the features step's Dataset)")
+    parser.add_argument("--out", required=True, help="model artifact directory (written by rank 0)")
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", choices=["auto", "ddp"])
+    parser.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"])
+    parser.add_argument("--precision", default="32", choices=["32", "32-true", "bf16-mixed"])
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--ckpt-dir", default=None, help="checkpoint directory (fsspec); resumes from it")
+    parser.add_argument("--ckpt-every-epochs", type=int, default=1)
+    parser.add_argument("--ckpt-every-steps", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: settings (CITYSCALE_MAX_EPOCHS)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    settings = Settings()
+    if args.max_epochs is not None:
+        settings = settings.model_copy(update={"max_epochs": args.max_epochs})
+    examples = Examples.load(args.examples)
+    run = TrainRun()
+    contract = train_model(
+        examples,
+        args.out,
+        settings,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=_precision(args.precision),
+        ckpt_dir=args.ckpt_dir,
+        ckpt_every_n_epochs=args.ckpt_every_epochs,
+        ckpt_every_n_steps=args.ckpt_every_steps,
+        run=run,
+    )
+    if run.global_rank != 0:
+        return 0
+    result = {k: v for k, v in run.__dict__.items() if k != "extra"}
+    result.update(samples_per_s=run.samples_per_s, val_loss=contract.val_loss, out=str(args.out))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

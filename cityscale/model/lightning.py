@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cityscale.model.inputs import encode
 from cityscale.model.network import QuantileMLP, pinball_loss
@@ -36,7 +36,7 @@ class ForecastModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
@@ -62,14 +62,28 @@ def _tensors(examples: Examples, volume_weighted: bool) -> TensorDataset:
 
 
 class ExamplesDataModule(pl.LightningDataModule):
-    """Splits examples in time: the latest ``val_fraction`` of origins validate, the rest train."""
+    """Splits examples in time: the latest ``val_fraction`` of origins validate, the rest train.
 
-    def __init__(self, examples: Examples, batch_size: int, volume_weighted: bool, val_fraction: float = 0.1):
+    Batches are sharded over the Trainer's ranks by explicit ``DistributedSampler``s (one replica
+    when not distributed) seeded with ``seed`` and set to the Trainer's epoch, so the shuffle order
+    depends only on (seed, epoch, rank): a run resumed from a checkpoint sees the same batches as an
+    uninterrupted one. ``batch_size`` is per rank.
+    """
+
+    def __init__(
+        self,
+        examples: Examples,
+        batch_size: int,
+        volume_weighted: bool,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+    ):
         super().__init__()
         self.examples = examples
         self.volume_weighted = volume_weighted
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
         origins = self.examples.origins
@@ -78,8 +92,16 @@ class ExamplesDataModule(pl.LightningDataModule):
         self.train_set = _tensors(self.examples.select(train_mask), self.volume_weighted)
         self.val_set = _tensors(self.examples.select(~train_mask), self.volume_weighted)
 
+    def _sampler(self, dataset: TensorDataset, shuffle: bool) -> DistributedSampler:
+        trainer = self.trainer  # None outside a Trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=False)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self._sampler(self.train_set, True))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size * 4)
+        return DataLoader(self.val_set, batch_size=self.batch_size * 4, sampler=self._sampler(self.val_set, False))
