@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from pipelines import deploy as deploy_mod
+from pipelines.compile import PIPELINES
 from pipelines.deploy import DeployConfig, DeployError, deploy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -420,12 +421,14 @@ def runs_by_name(api: KfpApiStandIn) -> dict[str, kfp_server_api.V2beta1Recurrin
 
 # --- Tests ----------------------------------------------------------------------------------------
 
+PIPELINE_NAMES = {pipeline.name for pipeline in PIPELINES.values()}  # every compiled pipeline is uploaded
+
 
 def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path, standin, capsys) -> None:
     result = deploy(config_for(tmp_path, standin.url))
 
-    assert {p.display_name for p in standin.pipelines.values()} == {"cityscale-training", "cityscale-ingestion"}
-    assert len(standin.calls("POST", "/apis/v2beta1/pipelines/upload")) == 2
+    assert {p.display_name for p in standin.pipelines.values()} == PIPELINE_NAMES
+    assert len(standin.calls("POST", "/apis/v2beta1/pipelines/upload")) == len(PIPELINE_NAMES)
     assert [e.display_name for e in standin.experiments.values()] == ["cityscale-dev"]
     runs = runs_by_name(standin)
     assert set(runs) == {"cityscale-ingestion-hourly", "cityscale-training-weekly"}  # monitoring: no pipeline yet
@@ -463,7 +466,7 @@ def test_second_deploy_of_the_same_commit_changes_nothing(tmp_path, standin) -> 
     assert {
         rid: r.pipeline_version_reference.pipeline_version_id for rid, r in standin.recurring_runs.items()
     } == before
-    assert sum(len(v) for v in standin.versions.values()) == 2
+    assert sum(len(v) for v in standin.versions.values()) == len(PIPELINE_NAMES)
     assert sorted(a.split()[0] for a in result.actions if "recurring-run" in a) == ["keep", "keep", "skip"]
 
 
@@ -475,8 +478,9 @@ def test_a_new_commit_uploads_a_version_named_by_sha_and_repoints_the_runs(tmp_p
     result = deploy(config_for(tmp_path, standin.url, sha="0123456789ab"))
 
     uploads = [r for r in standin.writes_since(mark) if r.path == "/apis/v2beta1/pipelines/upload_version"]
-    assert sorted(r.query["name"] for r in uploads) == ["0123456789ab", "0123456789ab"]
-    assert not standin.calls("POST", "/apis/v2beta1/pipelines/upload")[2:], "existing pipelines are not re-created"
+    assert sorted(r.query["name"] for r in uploads) == ["0123456789ab"] * len(PIPELINE_NAMES)
+    first_uploads = standin.calls("POST", "/apis/v2beta1/pipelines/upload")[len(PIPELINE_NAMES) :]
+    assert not first_uploads, "existing pipelines are not re-created"
     runs = runs_by_name(standin)
     assert len(runs) == 2 and not old_ids & set(standin.recurring_runs)
     for name, key in (("cityscale-ingestion-hourly", "ingestion"), ("cityscale-training-weekly", "training")):
