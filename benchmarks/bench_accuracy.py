@@ -21,13 +21,12 @@ from _common import BENCH_DIR, timed, write_result  # noqa: E402
 
 from cityscale import raw_zone  # noqa: E402
 from cityscale.backtest import daily_origins, run_backtest  # noqa: E402
-from cityscale.baselines import BASELINES  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
 from cityscale.forecaster import Forecaster  # noqa: E402
 from cityscale.ingest import ingest_snapshot  # noqa: E402
 from cityscale.panel import Panel  # noqa: E402
 from cityscale.report import backtest_charts, render_html  # noqa: E402
-from cityscale.strong_baselines import strong_baselines  # noqa: E402
+from cityscale.strong_baselines import backtest_baselines  # noqa: E402
 from cityscale.train import train_model  # noqa: E402
 from cityscale.windows import cut_examples, origin_grid  # noqa: E402
 
@@ -55,14 +54,14 @@ def main(
     ingest_snapshot(MELBOURNE, settings.resolved_store_uri)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     test_start = pd.Timestamp(TEST_START)
-    origins = origin_grid(panel, pd.Timestamp(train_since), test_start, settings.origin_stride_hours)
+    origins = origin_grid(pd.Timestamp(train_since), test_start, settings.origin_stride_hours)
     examples = cut_examples(panel, origins, input_window, settings.horizon, settings.min_history_fraction)
     examples = examples.select(examples.origins + pd.Timedelta(hours=settings.horizon) <= test_start)
     contract, train_s = timed(lambda: train_model(examples, work / "model", settings))
     model = Forecaster.load(work / "model")
 
-    chosen = {**BASELINES, **strong_baselines(panel, test_start, [b for b in baselines.split(",") if b])}
-    test_origins = daily_origins(panel, TEST_START, TEST_END)
+    chosen = backtest_baselines(panel, test_start, [b for b in baselines.split(",") if b])
+    test_origins = daily_origins(TEST_START, TEST_END)
     result, eval_s = timed(lambda: run_backtest(panel, test_origins, {"model": model}, 24, 0.5, chosen))
     rows = {
         method: {k: float(v) for k, v in metrics.dropna().items() if k != "n_hours"}

@@ -53,7 +53,7 @@ def main() -> None:
 
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     test_start = pd.Timestamp("2022-07-01")
-    origins = origin_grid(panel, panel.index[0], test_start - pd.Timedelta(hours=24), settings.origin_stride_hours)
+    origins = origin_grid(panel.index[0], test_start - pd.Timedelta(hours=24), settings.origin_stride_hours)
     examples, secs = timed(lambda: cut_examples(panel, origins, settings.input_window, settings.horizon, 0.5))
     rows["build training examples"] = {"rows": len(examples), "seconds": secs, "rows_per_s": len(examples) / secs}
 
@@ -65,7 +65,7 @@ def main() -> None:
     }
 
     forecaster = Forecaster.load(work / "model")
-    test_origins = daily_origins(panel, test_start, "2022-10-31")
+    test_origins = daily_origins(test_start, "2022-10-31")
     result, secs = timed(lambda: run_backtest(panel, test_origins, {"model": forecaster}, 24))
     for method, metrics in result.summary.iterrows():
         rows[f"backtest {method}"] = {

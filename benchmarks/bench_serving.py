@@ -50,7 +50,7 @@ def _ensure_model() -> Path:
         return workdir
     ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel, panel.index[0], pd.Timestamp("2022-09-01"), 24)
+    origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 24)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
     train_model(examples, workdir / "model", settings)
     version = registry.register(workdir / "model", settings.resolved_registry_uri, settings.model_name, {}, "bench")

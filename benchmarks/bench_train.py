@@ -50,7 +50,7 @@ def main() -> None:
     settings = Settings(workdir=work)
     ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel, panel.index[0], pd.Timestamp("2022-09-01"), 2)
+    origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 2)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
     path = work / "examples.npz"
     examples.save(path)

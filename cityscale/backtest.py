@@ -36,7 +36,7 @@ class BacktestResult:
         return str(base[metric].idxmin())
 
 
-def daily_origins(panel: Panel, start: str | pd.Timestamp, end: str | pd.Timestamp, hour: int = 0) -> pd.DatetimeIndex:
+def daily_origins(start: str | pd.Timestamp, end: str | pd.Timestamp, hour: int = 0) -> pd.DatetimeIndex:
     """Daily origins at ``hour`` local time in [start, end)."""
     days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D", inclusive="left")
     return days + pd.Timedelta(hours=hour)

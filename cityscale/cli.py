@@ -147,21 +147,20 @@ def backtest(
     """Rolling-origin backtest of a model against the baselines on the raw zone (daily 00:00 origins)."""
     from cityscale import raw_zone, registry
     from cityscale.backtest import daily_origins, run_backtest
-    from cityscale.baselines import BASELINES
     from cityscale.forecaster import Forecaster
     from cityscale.panel import Panel
     from cityscale.report import backtest_charts, render_html
-    from cityscale.strong_baselines import strong_baselines
+    from cityscale.strong_baselines import backtest_baselines
 
     settings = get_settings()
     uri, version = registry.resolve(model, settings.resolved_registry_uri, settings.model_name)
     forecaster = Forecaster.load(uri, version)
     panel = Panel.from_raw(raw_zone.read(store or settings.resolved_store_uri))
     stop = end or str(panel.index[-1] - pd.Timedelta(hours=forecaster.horizon - 1))
-    chosen = {**BASELINES, **strong_baselines(panel, pd.Timestamp(start), [b for b in baselines.split(",") if b])}
+    chosen = backtest_baselines(panel, pd.Timestamp(start), [b for b in baselines.split(",") if b])
     result = run_backtest(
         panel,
-        daily_origins(panel, start, stop),
+        daily_origins(start, stop),
         {"model": forecaster},
         forecaster.horizon,
         settings.min_history_fraction,

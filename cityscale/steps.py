@@ -12,12 +12,11 @@ import pandas as pd
 
 from cityscale import registry
 from cityscale.backtest import BacktestResult, daily_origins, run_backtest
-from cityscale.baselines import BASELINES
 from cityscale.config import Settings
 from cityscale.forecaster import Forecaster
 from cityscale.model.contract import ModelContract
 from cityscale.panel import Panel
-from cityscale.strong_baselines import strong_baselines
+from cityscale.strong_baselines import backtest_baselines
 from cityscale.train import train_model
 from cityscale.windows import Examples
 
@@ -127,8 +126,8 @@ def evaluate(
         uri, version = registry.resolve("production", registry_uri, model_name)
         models["production"] = Forecaster.load(uri, version)
     end = test_end or str(panel.index[-1] - pd.Timedelta(hours=candidate.horizon - 1))
-    origins = daily_origins(panel, test_start, end)
-    baselines = {**BASELINES, **strong_baselines(panel, pd.Timestamp(test_start), list(settings.strong_baselines))}
+    origins = daily_origins(test_start, end)
+    baselines = backtest_baselines(panel, pd.Timestamp(test_start), list(settings.strong_baselines))
     result = run_backtest(panel, origins, models, candidate.horizon, settings.min_history_fraction, baselines)
     model_wape = result.summary.loc["model", "wape"]
     gate = result.summary.loc[[b for b in settings.gate_baselines if b in result.summary.index]]

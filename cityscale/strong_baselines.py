@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cityscale.baselines import same_hour_mean, seasonal_naive
+from cityscale.baselines import BASELINES, Baseline, same_hour_mean, seasonal_naive
 from cityscale.model.inputs import history_scale
 from cityscale.panel import Panel
 
@@ -97,14 +97,23 @@ def lightgbm_forecast(
     return np.clip(pred, 0, None).astype(np.float32)
 
 
-def strong_baselines(panel: Panel, train_end: pd.Timestamp, names: list[str]) -> dict[str, object]:
-    """Baseline callables for ``run_backtest``; LightGBM trains on daily origins before ``train_end``."""
-    out: dict[str, object] = {}
-    if "lightgbm" in names:
+STRONG_BASELINES = ("lightgbm", "mstl")
+
+
+def backtest_baselines(panel: Panel, train_end: pd.Timestamp, strong: list[str]) -> dict[str, Baseline]:
+    """The seasonal baselines plus the named strong ones, ready for ``run_backtest``.
+
+    LightGBM trains on daily origins before ``train_end``, so it never sees the test period.
+    """
+    unknown = sorted(set(strong) - set(STRONG_BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(STRONG_BASELINES)}")
+    out: dict[str, Baseline] = dict(BASELINES)
+    if "lightgbm" in strong:
         first = panel.index[0] + pd.Timedelta(days=28)
         origins = pd.date_range(first.ceil("D"), train_end - pd.Timedelta(hours=24), freq="D")
         train_positions = np.array([panel.position(o) for o in origins], dtype=np.int64)
         out["lightgbm"] = lambda p, r, pos, h: lightgbm_forecast(p, train_positions, r, pos, h)
-    if "mstl" in names:
+    if "mstl" in strong:
         out["mstl"] = mstl_forecast
     return out

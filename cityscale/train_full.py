@@ -18,12 +18,11 @@ import pandas as pd
 
 from cityscale import raw_zone, registry
 from cityscale.backtest import BacktestResult, daily_origins, run_backtest
-from cityscale.baselines import BASELINES
 from cityscale.config import Settings
 from cityscale.forecaster import Forecaster
 from cityscale.ingest import AKL_PACKAGE, ingest_snapshot
 from cityscale.panel import Panel
-from cityscale.strong_baselines import strong_baselines
+from cityscale.strong_baselines import backtest_baselines
 from cityscale.train import train_model
 from cityscale.windows import Examples, cut_examples, origin_grid
 
@@ -39,7 +38,7 @@ class TrainFullResult:
 
 
 def _examples(panel: Panel, settings: Settings) -> Examples:
-    origins = origin_grid(panel, panel.index[0], panel.index[-1], settings.origin_stride_hours)
+    origins = origin_grid(panel.index[0], panel.index[-1], settings.origin_stride_hours)
     return cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
 
 
@@ -69,8 +68,8 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
         if not rows:
             continue
         city_panel = Panel(panel.values[rows], panel.index, [panel.sensor_ids[i] for i in rows], [city] * len(rows))
-        baselines = {**BASELINES, **strong_baselines(city_panel, pd.Timestamp(start), list(settings.strong_baselines))}
-        origins = daily_origins(city_panel, start, end)
+        baselines = backtest_baselines(city_panel, pd.Timestamp(start), list(settings.strong_baselines))
+        origins = daily_origins(start, end)
         result = run_backtest(
             city_panel, origins, {"model": candidate}, settings.horizon, settings.min_history_fraction, baselines
         )

@@ -42,7 +42,7 @@ class Examples:
         return Examples(**{k: v[mask] for k, v in self.__dict__.items()})
 
 
-def origin_grid(panel: Panel, start: pd.Timestamp, end: pd.Timestamp, stride_hours: int) -> pd.DatetimeIndex:
+def origin_grid(start: pd.Timestamp, end: pd.Timestamp, stride_hours: int) -> pd.DatetimeIndex:
     """Origins in [start, end) on a stride anchored at local midnight."""
     if stride_hours <= 0 or (24 % stride_hours and stride_hours % 24):
         raise ValueError(f"origin stride must divide a day or be whole days, got {stride_hours} h")

@@ -32,7 +32,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def sample_rows() -> pd.DataFrame:
-    """The bundled real sample, cleaned, for 2022 (12 sensors, four of them installed 2021-2022)."""
+    """The bundled real sample as shipped (uncleaned): 12 sensors, 2019-01 to 2022-10, four installed 2021-2022."""
     settings = Settings()
     return pd.read_parquet(settings.sample_data)
 
@@ -51,7 +51,7 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = Settings(workdir=workdir, max_epochs=8)
     ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel, panel.index[0], pd.Timestamp("2022-09-01"), 6)
+    origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 6)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
     model_dir = workdir / "model"
     train_model(examples, model_dir, settings)

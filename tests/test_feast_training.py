@@ -28,7 +28,7 @@ def test_feast_training_set_equals_direct_cut_examples(raw_2022: pd.DataFrame, t
     """The Feast path (DuckDB windows + get_historical_features) gives the model's exact arrays."""
     settings = Settings(workdir=tmp_path)
     panel = Panel.from_raw(raw_2022)
-    origins = origin_grid(panel, panel.index[0], pd.Timestamp("2022-10-01"), 6)
+    origins = origin_grid(panel.index[0], pd.Timestamp("2022-10-01"), 6)
     direct = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
     feast = build_training_set(raw_2022, origins, settings, features_dir=tmp_path / "features").examples
     assert len(direct) > 10_000

@@ -29,7 +29,7 @@ def forecaster(trained_workdir) -> Forecaster:
 
 
 def test_examples_use_only_hours_before_the_origin(panel: Panel) -> None:
-    origins = origin_grid(panel, pd.Timestamp("2022-03-01"), pd.Timestamp("2022-03-08"), 6)
+    origins = origin_grid(pd.Timestamp("2022-03-01"), pd.Timestamp("2022-03-08"), 6)
     assert list(origins.hour[:4]) == [0, 6, 12, 18]
     ex = cut_examples(panel, origins, 168, 24, 0.5)
     for i in range(0, len(ex), 17):
@@ -107,7 +107,7 @@ def test_summarise_on_a_tiny_known_case() -> None:
 
 
 def test_backtest_scores_all_methods_on_the_same_cells(panel: Panel, forecaster: Forecaster) -> None:
-    origins = daily_origins(panel, "2022-09-01", "2022-10-01")
+    origins = daily_origins("2022-09-01", "2022-10-01")
     result = run_backtest(panel, origins, {"model": forecaster}, 24)
     assert set(result.summary.index) == {"model", "snaive24", "snaive168", "mean4w"}
     assert result.summary["n_hours"].nunique() == 1

@@ -10,12 +10,11 @@ import pytest
 
 from cityscale import raw_zone
 from cityscale.backtest import daily_origins, run_backtest
-from cityscale.baselines import BASELINES
 from cityscale.config import Settings
 from cityscale.forecaster import Forecaster
 from cityscale.panel import Panel
 from cityscale.report import backtest_charts, render_html
-from cityscale.strong_baselines import mstl_forecast, strong_baselines
+from cityscale.strong_baselines import backtest_baselines, mstl_forecast
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +24,8 @@ def panel(trained_workdir) -> Panel:
 
 def test_lightgbm_is_scored_with_the_others_and_beats_yesterday(panel: Panel, trained_workdir) -> None:
     model = Forecaster.load(trained_workdir / "model")
-    baselines = {**BASELINES, **strong_baselines(panel, pd.Timestamp("2022-09-15"), ["lightgbm"])}
-    result = run_backtest(panel, daily_origins(panel, "2022-09-15", "2022-10-15"), {"model": model}, 24, 0.5, baselines)
+    baselines = backtest_baselines(panel, pd.Timestamp("2022-09-15"), ["lightgbm"])
+    result = run_backtest(panel, daily_origins("2022-09-15", "2022-10-15"), {"model": model}, 24, 0.5, baselines)
     assert {"lightgbm", "snaive24", "mean4w", "model"} <= set(result.summary.index)
     assert result.summary["n_hours"].nunique() == 1  # same cells for every method
     assert result.summary.loc["lightgbm", "wape"] < result.summary.loc["snaive24", "wape"]
@@ -44,10 +43,15 @@ def test_mstl_follows_daily_and_weekly_seasonality(panel: Panel) -> None:
 
 def test_html_report_embeds_three_png_charts(panel: Panel, trained_workdir) -> None:
     model = Forecaster.load(trained_workdir / "model")
-    result = run_backtest(panel, daily_origins(panel, "2022-10-01", "2022-10-15"), {"model": model}, 24)
+    result = run_backtest(panel, daily_origins("2022-10-01", "2022-10-15"), {"model": model}, 24)
     html = render_html("t", [("summary", result.summary)], "text", backtest_charts(result))
     images = html.split("src='data:image/png;base64,")[1:]
     assert len(images) == 3
     for chunk in images:
         assert base64.b64decode(chunk.split("'", 1)[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<table" in html and "mean4w" in html
+
+
+def test_an_unknown_baseline_name_is_refused(panel: Panel) -> None:
+    with pytest.raises(ValueError, match="unknown baselines"):
+        backtest_baselines(panel, pd.Timestamp("2022-09-15"), ["lightgbn"])

@@ -43,7 +43,7 @@ def examples_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = Settings(workdir=work)
     ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel, panel.index[0], pd.Timestamp("2022-07-01"), 2)
+    origins = origin_grid(panel.index[0], pd.Timestamp("2022-07-01"), 2)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
     sensors = sorted(set(examples.sensor_ids.tolist()))[:8]
     examples = examples.select(pd.Series(examples.sensor_ids).isin(sensors).to_numpy())
