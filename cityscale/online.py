@@ -42,18 +42,16 @@ class RawZoneHistory:
         if df.empty:
             raise FileNotFoundError(f"the raw zone at {store_uri} holds no counts")
         self.panel = Panel.from_raw(df)
-        self._rows = {s: i for i, s in enumerate(self.panel.sensor_ids)}
 
     def city_of(self, sensor_id: str) -> str | None:
-        row = self._rows.get(sensor_id)
-        return None if row is None else self.panel.cities[row]
+        return self.panel.city_of(sensor_id)
 
     @property
     def last_hour(self) -> pd.Timestamp:
         return self.panel.index[-1]
 
     def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray:
-        rows = np.array([self._rows[s] for s in sensor_ids])
+        rows = np.array([self.panel.row(s) for s in sensor_ids])
         positions = np.array([self.panel.position(t) for t in starts])
         return self.panel.window(rows, positions - length, length)
 

@@ -6,7 +6,7 @@ keeps them vectorised and makes "nothing at or after the origin" a matter of ind
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,10 @@ class Panel:
     index: pd.DatetimeIndex  # naive local hours, freq 1h
     sensor_ids: list[str]
     cities: list[str]
+    _row_of: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._row_of = {s: i for i, s in enumerate(self.sensor_ids)}
 
     @classmethod
     def from_raw(cls, df: pd.DataFrame) -> Panel:
@@ -41,9 +45,14 @@ class Panel:
 
     def row(self, sensor_id: str) -> int:
         try:
-            return self.sensor_ids.index(sensor_id)
-        except ValueError:
+            return self._row_of[sensor_id]
+        except KeyError:
             raise KeyError(f"unknown sensor {sensor_id!r}") from None
+
+    def city_of(self, sensor_id: str) -> str | None:
+        """The sensor's city, or None for a sensor the panel does not hold."""
+        row = self._row_of.get(sensor_id)
+        return None if row is None else self.cities[row]
 
     def gather(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``values[rows[i], offsets[i, j]]`` with NaN where an offset lies outside the grid."""
