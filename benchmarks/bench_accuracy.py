@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import typer
 
@@ -21,6 +22,7 @@ from _common import BENCH_DIR, timed, write_result  # noqa: E402
 
 from cityscale import raw_zone  # noqa: E402
 from cityscale.backtest import daily_origins, run_backtest  # noqa: E402
+from cityscale.baselines import same_hour_mean  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
 from cityscale.forecaster import Forecaster  # noqa: E402
 from cityscale.ingest import ingest_snapshot  # noqa: E402
@@ -32,6 +34,28 @@ from cityscale.windows import cut_examples, origin_grid  # noqa: E402
 
 MELBOURNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "melbourne_pcs"
 TEST_START, TEST_END = "2022-07-01", "2022-10-31"
+
+
+def daily_level_oracle(panel: Panel, origins: list[pd.Timestamp], horizon: int = 24) -> dict[str, float]:
+    """WAPE of mean4w's hourly shape rescaled to each day's TRUE total: a bound, not a forecast (it sees the future).
+
+    It separates the two errors of a day-ahead forecast: the daily level and the hourly shape. Whatever a model
+    learns from counts and calendars, if this bound is close to a target WAPE, the target needs the daily level
+    almost exactly right, which history alone cannot give (weather and events are not in the data).
+    """
+    positions = np.array([panel.position(o) for o in origins])
+    rows = np.repeat(np.arange(len(panel.sensor_ids)), len(positions))
+    pos = np.tile(positions, len(panel.sensor_ids))
+    actual = panel.window(rows, pos, horizon)
+    shape = same_hour_mean(panel, rows, pos, horizon)
+    ok = np.isfinite(actual).all(1) & np.isfinite(shape).all(1) & (shape.sum(1) > 0)
+    actual, shape = actual[ok], shape[ok]
+    rescaled = shape * (actual.sum(1) / shape.sum(1))[:, None]
+
+    def wape(pred: np.ndarray) -> float:
+        return float(np.abs(pred - actual).sum() / actual.sum())
+
+    return {"wape": wape(rescaled), "mean4w_wape_same_cells": wape(shape), "n_pairs": float(ok.sum())}
 
 
 def main(
@@ -77,6 +101,7 @@ def main(
             "train_examples": len(examples),
         }
     )
+    rows["oracle_daily_level (not a forecast)"] = daily_level_oracle(panel, list(test_origins))
     rows["config"] = {
         "input_window": input_window,
         "max_epochs": max_epochs,
