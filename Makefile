@@ -52,6 +52,10 @@ features-test: $(STAMP) ## Feature-platform tests: Feast always; Tecton SDK test
 bench-features: $(STAMP) ## Feature build/materialize/online benchmark on ../shared/data (writes build/bench/features.json)
 	$(BIN)/python benchmarks/bench_features.py
 
+.PHONY: bench-realtime
+bench-realtime: $(STAMP) ## Push-to-fresh-forecast p50/p99 at 70 sensors/s + push throughput, loopback (build/bench/realtime.json)
+	$(BIN)/python benchmarks/bench_realtime.py
+
 .PHONY: compile
 compile: $(STAMP) ## Compile the pipelines to pipelines/compiled/*.yaml (always image cityscale:dev; make deploy compiles its own)
 	env -u CITYSCALE_IMAGE $(BIN)/cityscale compile
@@ -76,6 +80,14 @@ bench-accuracy: $(STAMP) ## Model vs all baselines on held-out Melbourne months 
 .PHONY: bench-train
 bench-train: $(STAMP) ## Training samples/s, 1 process vs 2-process DDP on CPU, + loss equivalence (build/bench/train.json)
 	$(BIN)/python benchmarks/bench_train.py
+
+.PHONY: gpu-check
+gpu-check: ## On a single-GPU machine, offline: full Melbourne history, bf16; samples/s, time to target loss, GPU memory/util (build/bench/gpu_check.json)
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
+
+.PHONY: bench-monitoring
+bench-monitoring: $(STAMP) ## Forecast-log overhead on the request path + monitoring run time (build/bench/monitoring.json)
+	$(BIN)/python benchmarks/bench_monitoring.py
 
 .PHONY: bench-ingest
 bench-ingest: $(STAMP) ## Ingestion throughput + peak memory, snapshot and embedded, full Melbourne history (build/bench/ingest.json)

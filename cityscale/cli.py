@@ -15,6 +15,8 @@ app = typer.Typer(help="CityScale: hourly pedestrian foot-traffic forecasts with
 raw_app = typer.Typer(help="Inspect the raw zone.", no_args_is_help=True)
 app.add_typer(raw_app, name="raw")
 __import__("cityscale.cli_features").cli_features.register(app)  # features build, feature-server
+__import__("cityscale.cli_realtime").cli_realtime.register(app)  # gateway, replay
+__import__("cityscale.cli_monitor").cli_monitor.register(app)  # monitor, report
 console = Console()
 
 

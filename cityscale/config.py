@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     store_uri: str = ""  # raw zone root; default: <workdir>/store
     registry_uri: str = ""  # model registry root; default: <workdir>/registry
     pipeline_root: str = ""  # kfp.local pipeline root; default: <workdir>/pipeline_root
+    pipeline_task_retries: int = 2  # ingest/features tasks: retries of a failed attempt (compiled into the spec)
+    pipeline_retry_backoff_s: int = 30  # first retry after this long, doubling (kfp.local honours it too)
     sample_data: Path = PACKAGE_DATA / "melbourne_sample.parquet"
 
     # The container image every component runs in (the compiled YAML points at it).
@@ -45,6 +47,14 @@ class Settings(BaseSettings):
     train_gpus: int = 1
     train_cpu_limit: str = "8"
     train_memory_limit: str = "32G"
+
+    # Cluster training as a Kubeflow Trainer v2 TrainJob (cityscale/trainjob.py, the train step's "trainjob" mode).
+    trainjob_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime the TrainJob references
+    trainjob_namespace: str = "cityscale"  # the pipeline runner may create/watch/delete TrainJobs only here
+    trainjob_service_account: str = "cityscale-trainer"  # Workload Identity SA of the training pods (GCS access)
+    trainjob_timeout_s: int = 4 * 3600  # then the TrainJob is deleted and the step fails
+    trainjob_poll_s: int = 10
+    trainjob_precision: str = "bf16-mixed"  # on GPU nodes; CPU-only TrainJobs train in 32-bit
 
     # Forecast contract defaults (the trained model artifact records the values it used).
     model_name: str = "cityscale"
@@ -110,6 +120,8 @@ class Settings(BaseSettings):
     airbyte_poll_max_s: float = 60.0
     quality_missing_rate_warn: float = 0.2  # per sensor and batch: reported
     quality_missing_rate_max: float = 0.98  # per sensor and batch (sensors with >= 1 week in it): fails the run
+    raw_zone_lock_timeout_s: float = 600.0  # a writer waits this long for the raw zone's writer lock, then fails
+    raw_zone_lock_stale_s: float = 3600.0  # gs:// only: a lock object older than this is a dead writer's, taken over
 
     # Feature platform (feature_repo/, cityscale/features/). Feast is the open default; Tecton is opt-in
     # for licensees only. The feature server URL and Tecton settings also honour the plain names that the
@@ -130,6 +142,33 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("tecton_api_key", "CITYSCALE_TECTON_API_KEY", "TECTON_API_KEY")
     )
     tecton_feature_service: str = "sensor_online"
+
+    # Real-time path (cityscale/realtime/): the push gateway journals every accepted count, pushes the
+    # recomputed feature rows to the feature server at once and commits the journal into the raw zone.
+    realtime_journal_dir: str = ""  # write-ahead journal; default: <workdir>/realtime/journal
+    realtime_commit_interval_s: float = 5.0  # journal -> raw zone at least this often while counts arrive ...
+    realtime_commit_rows: int = 50_000  # ... or as soon as this many rows wait
+    realtime_max_records: int = 10_000  # per push request; larger batches get a 413
+    realtime_push_timeout_s: float = 5.0  # the gateway's calls to the feature server's /push
+
+    # Monitoring (cityscale/monitoring/). The predictor records every served forecast to
+    # <store>/forecast_log/ in the background (dropped, never blocking, when the queue is full).
+    forecast_log_enabled: bool = True
+    forecast_log_queue_batches: int = 1_000  # served batches waiting to be written (<= 150 MB); more are dropped
+    forecast_log_flush_rows: int = 20_000  # write a part file once this many forecast rows wait ...
+    forecast_log_flush_interval_s: float = 10.0  # ... or this long after the first of them arrived
+    monitor_window_days: int = 7  # accuracy, drift and outage verdicts are over the last days before as_of
+    monitor_drift_reference_days: int = 28  # drift compares the window with the days before it
+    monitor_psi_threshold: float = 0.25  # PSI above it marks a sensor's recent counts as drifted
+    monitor_outage_hours: int = 24  # outages are looked for in the last hours before the newest count
+    monitor_zero_run_hours: int = 6  # zeros at hours that usually see traffic, this many in a row: stuck at zero
+    monitor_zero_expected_min: float = 10.0  # "usually see traffic": reference median for the hour of day
+    monitor_flatline_hours: int = 6  # the same non-zero count this many hours in a row: flatline
+    monitor_retrain_wape: float = 0.5  # rolling WAPE above it asks for retraining
+    monitor_retrain_degradation: float = 0.25  # or WAPE this much (relative) above the model's backtest WAPE
+    monitor_retrain_coverage_min: float = 0.5  # or P10-P90 coverage below it
+    monitor_retrain_drift_share: float = 0.3  # or this share of sensors drifted
+    monitor_pushgateway_url: str = ""  # also push the gauges to a Prometheus Pushgateway (the store always gets a file)
 
     @property
     def resolved_features_dir(self) -> str:

@@ -63,6 +63,7 @@ class ForecastBatch:
     quantiles: list[float]
     values: np.ndarray  # [N, H, Q]
     target_times: np.ndarray  # str [N, H], local ISO hours
+    latest_observation: np.ndarray | None = None  # str [N]: local ISO hour of the latest count the forecast used
 
     def quantile(self, q: float) -> np.ndarray:
         return self.values[..., self.quantiles.index(q)]
@@ -76,11 +77,27 @@ def parse_start(text: str, city: str) -> pd.Timestamp:
         raise ForecastRequestError(f"forecast_start {text!r} is not an ISO 8601 date-time") from exc
     if stamp is pd.NaT or pd.isna(stamp):
         raise ForecastRequestError(f"forecast_start {text!r} is not a date-time")
+    # Outside ~1677-2262 nanosecond arithmetic overflows (a 500 found by tests/reliability): refuse far dates early.
+    if not 1900 <= stamp.year <= 2200:
+        raise ForecastRequestError(f"forecast_start {text!r} is out of range (years 1900-2200)")
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert(get_city(city).timezone).tz_localize(None)
     if stamp != stamp.floor("h"):
         raise ForecastRequestError(f"forecast_start {text!r} must be on the hour (e.g. 2022-10-01T00:00:00)")
     return stamp
+
+
+def latest_observation(values: np.ndarray, starts: list[pd.Timestamp]) -> np.ndarray:
+    """Per row, the local ISO hour of the last observed (finite) value of a history window ending before start.
+
+    Lets a client of the real-time path see which count a forecast already reflects.
+    """
+    length = values.shape[1]
+    last = length - 1 - np.argmax(np.isfinite(values[:, ::-1]), axis=1)  # rows have >= 1 observed hour
+    return np.array(
+        [f"{s - pd.Timedelta(hours=int(length - j)):%Y-%m-%dT%H:%M:%S}" for s, j in zip(starts, last, strict=True)],
+        dtype=object,
+    )
 
 
 class ForecastService:
@@ -135,7 +152,10 @@ class ForecastService:
         # Requests usually share one start: format each distinct start's hours once.
         hours = {s: np.array([f"{s + o:%Y-%m-%dT%H:%M:%S}" for o in offsets], dtype=object) for s in set(stamps)}
         target_times = np.stack([hours[s] for s in stamps])
-        return ForecastBatch(sensor_ids, stamps, list(self.forecaster.contract.quantiles), quantiles, target_times)
+        latest = latest_observation(values, stamps)
+        return ForecastBatch(
+            sensor_ids, stamps, list(self.forecaster.contract.quantiles), quantiles, target_times, latest
+        )
 
     @staticmethod
     def _explicit_history(history: np.ndarray, n: int, window: int) -> np.ndarray:

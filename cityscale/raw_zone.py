@@ -18,24 +18,109 @@ batch visible:
 A crash before 2 leaves the previous state untouched (the next writer deletes the orphan staging);
 a crash during 3 leaves a committed journal that the next writer rolls forward, and ``read`` already
 prefers the staged files of a committed journal, so readers see the old or the new state, never a
-mix. One writer at a time (the ingest step); readers may run at any time.
+mix. Readers may run at any time.
+
+Writers (ingest runs, the realtime gateway) take the writer lock ``raw/_LOCK`` around recover + merge +
+commit, so two concurrent upserts serialise instead of one losing the other's rows (both read-modify-write
+the same partition) or discarding the other's uncommitted staging as an orphan:
+
+- local filesystem: ``fcntl.flock`` on the lock file; the kernel releases it when the holder dies, so a
+  killed writer never leaves a stale lock;
+- ``gs://``: the lock object is created with ``if_generation_match=0`` (fails if it exists) and deleted
+  with the generation it was created with; an object older than ``raw_zone_lock_stale_s`` belongs to a
+  dead writer and is taken over (deleted with its generation as precondition, so two takers cannot both
+  win). The GCS emulator used in tests does not enforce preconditions: only the real service does.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cityscale import storage
+from cityscale.config import Settings
 from cityscale.schema import RAW_KEY, RAW_SCHEMA, conform
 
 RAW_PREFIX = "raw"
 STAGING = "_staging"
 COMMIT = "_COMMIT.json"
+LOCK = "_LOCK"
+LOCK_POLL_S = 0.2
+
+
+class RawZoneLocked(TimeoutError):
+    """Another writer held the raw zone's writer lock for longer than the timeout."""
+
+
+@contextmanager
+def writer_lock(store_uri: str, timeout_s: float | None = None, stale_s: float | None = None) -> Iterator[None]:
+    """Hold the raw zone's single-writer lock (see the module docstring) for the duration of the block."""
+    settings = Settings() if timeout_s is None or stale_s is None else None
+    timeout_s = settings.raw_zone_lock_timeout_s if timeout_s is None else timeout_s
+    stale_s = settings.raw_zone_lock_stale_s if stale_s is None else stale_s
+    fs, raw = storage.filesystem(storage.join(store_uri, RAW_PREFIX))
+    if storage.is_gcs(fs):
+        with _gcs_lock(f"{raw}/{LOCK}", timeout_s, stale_s):
+            yield
+        return
+    fs.makedirs(raw, exist_ok=True)
+    with open(Path(raw) / LOCK, "a+b") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RawZoneLocked(f"{raw}/{LOCK} held by another writer for over {timeout_s:.0f} s") from None
+                time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _gcs_lock(path: str, timeout_s: float, stale_s: float) -> Iterator[None]:
+    """A lock object created only if absent (generation precondition 0), deleted by generation."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+    from google.cloud import storage as gcs
+
+    bucket_name, _, name = path.partition("/")
+    bucket = gcs.Client().bucket(bucket_name)
+    blob = bucket.blob(name)
+    owner = json.dumps({"owner": uuid.uuid4().hex, "since": time.time()})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            blob.upload_from_string(owner, if_generation_match=0)
+            break
+        except PreconditionFailed:
+            held = bucket.get_blob(name)
+            if held is not None and time.time() - held.updated.timestamp() > stale_s:
+                # A dead writer's lock: remove exactly that generation, then race for a fresh one.
+                with suppress(NotFound, PreconditionFailed):
+                    held.delete(if_generation_match=held.generation)
+                continue
+            if time.monotonic() >= deadline:
+                raise RawZoneLocked(f"gs://{path} held by another writer for over {timeout_s:.0f} s") from None
+            time.sleep(LOCK_POLL_S)
+    generation = blob.generation
+    try:
+        yield
+    finally:
+        with suppress(NotFound, PreconditionFailed):  # taken over as stale meanwhile: no longer ours to delete
+            blob.delete(if_generation_match=generation)
 
 
 def _partition_rel(city: str, year: int) -> str:
@@ -105,6 +190,11 @@ def recover(store_uri: str) -> dict[str, int]:
 def upsert(store_uri: str, rows: pd.DataFrame) -> int:
     """Merge rows into the raw zone as one transaction; returns the number of partitions rewritten."""
     conform(rows)  # validate before touching anything
+    with writer_lock(store_uri):
+        return _upsert_locked(store_uri, rows)
+
+
+def _upsert_locked(store_uri: str, rows: pd.DataFrame) -> int:
     recover(store_uri)
     txn = uuid.uuid4().hex
     staged: list[str] = []

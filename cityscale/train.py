@@ -17,9 +17,11 @@ schedule), so a killed run, rerun with the same arguments, continues where it st
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,9 +32,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from cityscale import storage
 from cityscale.calendar import CALENDAR_FEATURES
 from cityscale.config import Settings
-from cityscale.model.contract import WEIGHTS_FILE, ModelContract
+from cityscale.model.contract import CONTRACT_FILE, WEIGHTS_FILE, ModelContract
 from cityscale.model.inputs import input_size
 from cityscale.model.lightning import ExamplesDataModule, ForecastModule
 from cityscale.windows import Examples
@@ -151,12 +154,14 @@ def train_model(
     ckpt_every_n_epochs: int = 1,
     ckpt_every_n_steps: int | None = None,
     run: TrainRun | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> ModelContract:
     """Fit the global quantile model and write ``model.pt`` and ``contract.json`` to ``out_dir``.
 
     With the defaults this is one process, no checkpoints. The keyword arguments go to the Trainer;
     ``settings.batch_size`` is the global batch, split over ``num_nodes x devices`` ranks. Under a
     multi-process strategy every rank returns the contract, only rank 0 writes the artifact.
+    ``callbacks`` are added to the Trainer's (e.g. the GPU check's per-epoch timer).
     """
     if len(examples) < 100:
         raise ValueError(f"only {len(examples)} training examples; need at least 100")
@@ -181,9 +186,10 @@ def train_model(
         seed=settings.seed,
     )
     run = run if run is not None else TrainRun()
-    callbacks: list[Callback] = [_RunMonitor(settings.seed, world_size, run)]
+    callbacks = [_RunMonitor(settings.seed, world_size, run), *(callbacks or [])]
     resume = None
     if ckpt_dir:
+        ckpt_dir = ckpt_dir.removeprefix("file://")  # Lightning would read file://x as a relative "file:" dir
         callbacks.append(
             ModelCheckpoint(
                 dirpath=ckpt_dir,
@@ -242,14 +248,26 @@ def train_model(
     return contract
 
 
+def _load_examples(uri: str) -> Examples:
+    """The examples from a local path or any fsspec URI (``gs://`` in a TrainJob), read whole into memory."""
+    fs, path = storage.filesystem(uri)
+    return Examples.load(io.BytesIO(fs.cat_file(path)))
+
+
+def _publish(local_dir: Path, out_uri: str) -> None:
+    """Copy rank 0's artifact to ``out_uri``, each file atomically; the contract goes last, so it marks completion."""
+    for name in (WEIGHTS_FILE, CONTRACT_FILE):
+        storage.write_bytes_atomic(storage.join(out_uri, name), (local_dir / name).read_bytes())
+
+
 def _precision(value: str) -> str:
     return {"32": "32-true", "16": "16-mixed"}.get(value, value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cityscale.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", required=True, help="examples .npz (the features step's Dataset)")
-    parser.add_argument("--out", required=True, help="model artifact directory (written by rank 0)")
+    parser.add_argument("--examples", required=True, help="examples .npz (the features step's Dataset); path or URI")
+    parser.add_argument("--out", required=True, help="model artifact directory or URI (written by rank 0)")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", default="auto", choices=["auto", "ddp"])
     parser.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"])
@@ -265,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if args.max_epochs is not None:
         settings = settings.model_copy(update={"max_epochs": args.max_epochs})
-    examples = Examples.load(args.examples)
+    examples = _load_examples(args.examples)
     run = TrainRun()
+    remote = "://" in args.out  # e.g. gs:// from a TrainJob: train into a local directory, then upload
+    local_out = Path(tempfile.mkdtemp(prefix="cityscale-model-")) if remote else Path(args.out)
     contract = train_model(
         examples,
-        args.out,
+        local_out,
         settings,
         accelerator=args.accelerator,
         devices=args.devices,
@@ -283,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if run.global_rank != 0:
         return 0
+    if remote:
+        _publish(local_out, args.out)
     result = {k: v for k, v in run.__dict__.items() if k != "extra"}
     result.update(samples_per_s=run.samples_per_s, val_loss=contract.val_loss, out=str(args.out))
     print(RESULT_PREFIX + json.dumps(result), flush=True)

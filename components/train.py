@@ -4,13 +4,37 @@ from kfp.dsl import Dataset, Input, Model, Output
 from components import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train(examples: Input[Dataset], max_epochs: int, model: Output[Model]) -> float:
+# The task's GPU request, node selector and tolerations are passed through to the TrainJob (trainjob mode) and
+# not applied to this pod, which then only launches and watches the job; env vars apply to both.
+@dsl.component(
+    base_image=IMAGE,
+    install_kfp_package=False,
+    task_config_passthroughs=[
+        dsl.TaskConfigField.RESOURCES,
+        dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+        dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+    ],
+)
+def train(
+    examples: Input[Dataset],
+    max_epochs: int,
+    model: Output[Model],
+    task_config: dsl.TaskConfig,
+    mode: str = "local",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+) -> float:
     """Train the global quantile model with PyTorch Lightning and write the model artifact.
 
     Args:
         examples: Training examples from the features step.
         max_epochs: Number of training epochs.
+        task_config: The task's resources, node selector, tolerations and env (set by KFP; empty locally).
+        mode: "local" trains in this task's process; "trainjob" launches a Kubeflow Trainer TrainJob
+            (torch-distributed, NCCL, bf16) and emits the model it wrote.
+        num_nodes: TrainJob nodes (trainjob mode).
+        gpus_per_node: GPUs per TrainJob node (trainjob mode; 0 = CPU nodes).
 
     Returns:
         The final validation pinball loss.
@@ -18,6 +42,23 @@ def train(examples: Input[Dataset], max_epochs: int, model: Output[Model]) -> fl
     from cityscale import steps
     from cityscale.config import Settings
 
-    contract = steps.train(examples.path, model.path, Settings(max_epochs=max_epochs))
+    settings = Settings(max_epochs=max_epochs)
+    if mode == "local":
+        contract = steps.train(examples.path, model.path, settings)
+    elif mode == "trainjob":
+        from cityscale.trainjob import train_on_cluster
+
+        contract = train_on_cluster(
+            examples.uri,
+            model.path,
+            settings,
+            output_uri=model.uri.rstrip("/") + "-trainjob",  # per run and task: a retried step resumes here
+            num_nodes=num_nodes,
+            gpus_per_node=gpus_per_node,
+            max_epochs=max_epochs,
+            task_config=task_config,
+        )
+    else:
+        raise ValueError(f"train mode {mode!r} is not supported: use 'local' or 'trainjob'")
     model.metadata.update({"framework": "pytorch", "val_loss": contract.val_loss, "horizon": contract.horizon})
     return contract.val_loss

@@ -8,6 +8,7 @@ from kfp import compiler
 
 from pipelines.batch_forecast import batch_forecast_pipeline
 from pipelines.ingestion import ingestion_pipeline
+from pipelines.monitoring import monitoring_pipeline
 from pipelines.training import training_pipeline
 
 COMPILED_DIR = Path(__file__).parent / "compiled"
@@ -16,6 +17,7 @@ PIPELINES = {
     "training": training_pipeline,
     "ingestion": ingestion_pipeline,
     "batch_forecast": batch_forecast_pipeline,
+    "monitoring": monitoring_pipeline,
 }
 
 

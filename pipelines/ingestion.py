@@ -8,9 +8,11 @@ triggers it is defined in ``pipelines/schedules.yaml`` and applied by ``make dep
 
 from kfp import dsl
 
+from cityscale.config import get_settings
 from components.ingest import ingest
 
 PIPELINE_NAME = "cityscale-ingestion"
+SETTINGS = get_settings()
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Land new hourly pedestrian counts in the raw zone and check them.")
@@ -35,3 +37,5 @@ def ingestion_pipeline(
     ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
     # Never cached: the same arguments bring different hours every run.
     ingest_task.set_display_name("Ingest counts").set_caching_options(False)
+    # Transient faults (API outage past the connector's own retries, the raw-zone writer lock held): retry.
+    ingest_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)

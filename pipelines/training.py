@@ -27,6 +27,9 @@ def training_pipeline(
     test_end: str = "",
     max_epochs: int = 8,
     deploy_target: str = "local",
+    train_mode: str = "local",
+    train_num_nodes: int = 1,
+    train_gpus_per_node: int = 1,
 ):
     """Train, backtest and deploy the CityScale foot-traffic forecaster.
 
@@ -41,16 +44,28 @@ def training_pipeline(
         test_start: First held-out day for the backtest; training targets end before it.
         test_end: End of the held-out period, exclusive (empty = end of data).
         max_epochs: Training epochs.
+        train_mode: "local" trains inside the train task (kfp.local, `make run`); "trainjob" launches a Kubeflow
+            Trainer TrainJob (runtime torch-distributed, DDP over NCCL, bf16) and emits the model it wrote.
+        train_num_nodes: TrainJob nodes (trainjob mode).
+        train_gpus_per_node: GPUs per TrainJob node (trainjob mode; 0 = CPU nodes).
         deploy_target: Where a model that passes the gate goes: "local" (the registry alias the local server
             serves) or "kserve" (create or patch the InferenceService, wait ready, roll back on failure).
     """
     ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
     ingest_task.set_display_name("Ingest counts").set_caching_options(False)
+    ingest_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)
 
     features_task = build_features(raw=ingest_task.outputs["raw"], test_start=test_start)
     features_task.set_display_name("Build training set (feature platform)").set_caching_options(False)
+    features_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)
 
-    train_task = train(examples=features_task.outputs["examples"], max_epochs=max_epochs)
+    train_task = train(
+        examples=features_task.outputs["examples"],
+        max_epochs=max_epochs,
+        mode=train_mode,
+        num_nodes=train_num_nodes,
+        gpus_per_node=train_gpus_per_node,
+    )
     train_task.set_display_name("Train quantile model")
     train_task.set_cpu_limit(SETTINGS.train_cpu_limit).set_memory_limit(SETTINGS.train_memory_limit)
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(SETTINGS.train_gpus)

@@ -49,6 +49,8 @@ MODES = {"Standard": ("cpu", "memory"), "Knative": ("concurrency", "rps")}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 HTTP_PORT, GRPC_PORT = 8080, 8081
+RUN_AS_USER = 10001  # the image's cityscale user (Dockerfile)
+SCRATCH_VOLUME = "scratch"  # emptyDir at /tmp: the one writable path under a read-only root filesystem
 FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 
 
@@ -155,7 +157,7 @@ def _ports(options: ServingOptions) -> list[k8s.V1ContainerPort]:
 
 
 def _env(options: ServingOptions) -> list[k8s.V1EnvVar]:
-    base = {"HTTP_PORT": str(HTTP_PORT), "GRPC_PORT": str(GRPC_PORT), **options.env}
+    base = {"HTTP_PORT": str(HTTP_PORT), "GRPC_PORT": str(GRPC_PORT), "HOME": "/tmp", **options.env}
     return [k8s.V1EnvVar(name=k, value=v) for k, v in sorted(base.items())]
 
 
@@ -177,9 +179,17 @@ def _container(options: ServingOptions, name: str, command: list[str], gpus: int
         ports=_ports(options),
         resources=_resources(options, gpus),
         readiness_probe=_probe(),
+        # Read-only root filesystem: the only writable path is the /tmp emptyDir (CITYSCALE_WORKDIR, HOME, caches).
         security_context=k8s.V1SecurityContext(
-            run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=False
+            run_as_non_root=True,
+            run_as_user=RUN_AS_USER,
+            run_as_group=RUN_AS_USER,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
+        volume_mounts=[k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path="/tmp")],
     )
 
 
@@ -190,6 +200,7 @@ def _component_kwargs(options: ServingOptions, gpus: int) -> dict[str, Any]:
         "scale_metric": options.scale_metric,
         "scale_target": options.scale_target,
         "service_account_name": options.service_account,
+        "volumes": [k8s.V1Volume(name=SCRATCH_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Gi"))],
     }
     if options.deployment_mode == "Standard":
         kwargs["deployment_strategy"] = k8s.V1DeploymentStrategy(

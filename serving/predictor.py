@@ -2,7 +2,8 @@
 
 V2 inputs:  ``sensor_id`` BYTES [N], ``forecast_start`` BYTES [1] or [N] (local ISO hour),
             optional ``history`` FP32 [N, input_window] (-1 marks a missing hour).
-V2 outputs: ``p10``, ``p50``, ``p90`` FP32 [N, horizon], ``target_time`` BYTES [N, horizon].
+V2 outputs: ``p10``, ``p50``, ``p90`` FP32 [N, horizon], ``target_time`` BYTES [N, horizon],
+            ``latest_observation`` BYTES [N] (local ISO hour of the latest count the forecast used).
 
 History comes from ``cityscale.features.online.history_source_from_settings``: the Feast feature server
 when one is configured (``CITYSCALE_FEATURE_SERVER_URL`` / ``FEAST_FEATURE_SERVER_URL``), Tecton when opted
@@ -30,6 +31,7 @@ from cityscale import registry
 from cityscale.config import Settings
 from cityscale.features.online import history_source_from_settings
 from cityscale.forecaster import Forecaster
+from cityscale.monitoring.forecast_log import ForecastLog
 from cityscale.online import ForecastBatch, ForecastRequestError, ForecastService, HistorySource, RawZoneHistory
 from serving import metrics
 
@@ -109,6 +111,7 @@ class CityScalePredictor(Model):
         # In-memory history is microseconds: a thread hop would cost more than it saves. A remote feature
         # server may take up to its timeout, which must not block the event loop that REST and gRPC share.
         self.offload_to_thread = False
+        self.forecast_log = ForecastLog.from_settings(settings)  # None when disabled
 
     def load(self) -> bool:
         """Resolve the model (alias, version or URI), load it and the history source; then report ready.
@@ -155,7 +158,11 @@ class CityScalePredictor(Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         horizon = self.service.forecaster.horizon if self.service else -1
         outputs = [{"name": name, "datatype": "FP32", "shape": [-1, horizon]} for name in QUANTILE_OUTPUTS.values()]
-        return [*outputs, {"name": "target_time", "datatype": "BYTES", "shape": [-1, horizon]}]
+        return [
+            *outputs,
+            {"name": "target_time", "datatype": "BYTES", "shape": [-1, horizon]},
+            {"name": "latest_observation", "datatype": "BYTES", "shape": [-1]},
+        ]
 
     # --- inference ------------------------------------------------------------------------
     async def predict(
@@ -179,7 +186,10 @@ class CityScalePredictor(Model):
 
     def _forecast(self, sensor_ids: list[str], starts: list[str], history: np.ndarray | None = None) -> ForecastBatch:
         metrics.BATCH_SENSORS.labels(self.name).observe(len(sensor_ids))
-        return self.service.forecast(sensor_ids, starts, history)
+        batch = self.service.forecast(sensor_ids, starts, history)
+        if self.forecast_log is not None:
+            self.forecast_log.record(batch, self.model_version)  # queued; never blocks or fails the request
+        return batch
 
     def _predict_v2(self, request: InferRequest) -> InferResponse:
         tensors = {}
@@ -208,6 +218,9 @@ class CityScalePredictor(Model):
         times = InferOutput(name="target_time", shape=list(batch.target_times.shape), datatype="BYTES")
         times.set_data_from_numpy(batch.target_times, binary_data=binary)
         outputs.append(times)
+        latest = InferOutput(name="latest_observation", shape=[len(batch.sensor_ids)], datatype="BYTES")
+        latest.set_data_from_numpy(batch.latest_observation, binary_data=binary)
+        outputs.append(latest)
         return InferResponse(
             response_id=request.id or "",
             model_name=self.name,
@@ -255,6 +268,7 @@ def _v1_predictions(batch: ForecastBatch) -> list[dict[str, Any]]:
         {
             "sensor_id": sensor,
             "target_time": batch.target_times[i].tolist(),
+            "latest_observation": batch.latest_observation[i],
             **{name: batch.quantile(q)[i].round(2).tolist() for q, name in QUANTILE_OUTPUTS.items()},
         }
         for i, sensor in enumerate(batch.sensor_ids)

@@ -19,11 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 import kserve
+import kserve.model_server
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import InvalidInput
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import server as grpc_server_module
 from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferRequest
 
 
 class ReloadingRepository(ModelRepository):
@@ -50,6 +57,28 @@ class VersionedDataPlane(DataPlane):
             metadata["platform"] = str(platform)
         return metadata
 
+    def decode_inference_request(self, body: bytes | Any, headers: dict, model_name: str) -> InferRequest:
+        """A malformed binary-extension request is the client's error (400), not an internal one.
+
+        kserve parses ``inference-header-content-length`` with a bare ``int()`` and indexes the JSON header
+        without checks, so a non-numeric length or a header without ``inputs`` answered 500 (found by
+        tests/reliability/test_reliability_fuzz.py).
+        """
+        if isinstance(body, bytes):
+            length = str(headers.get(INFERENCE_CONTENT_LENGTH_HEADER, ""))
+            if not length.isdigit() or int(length) > len(body):
+                raise InvalidInput(
+                    f"{INFERENCE_CONTENT_LENGTH_HEADER} must be the byte length of the JSON header "
+                    f"(0..{len(body)}), got {length!r}"
+                )
+            try:
+                return super().decode_inference_request(body, headers, model_name)
+            except InvalidInput:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise InvalidInput(f"malformed binary inference request: {exc!r}") from exc
+        return super().decode_inference_request(body, headers, model_name)
+
 
 class VersionedInferenceServicer(InferenceServicer):
     """gRPC ``ModelMetadata`` that also fills ``versions`` from the data plane's metadata."""
@@ -65,8 +94,23 @@ class VersionedInferenceServicer(InferenceServicer):
         )
 
 
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each invalid field, without echoing the invalid input back.
+
+    FastAPI's default handler echoes the offending input with ``json.dumps``, which raises on ``Infinity``
+    (e.g. ``"shape": Infinity``) and answered 500 (found by tests/reliability/test_reliability_fuzz.py).
+    """
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+    return JSONResponse(status_code=422, content={"error": f"invalid request: {summary}", "detail": errors})
+
+
 def start(models: list[kserve.Model], http_port: int, grpc_port: int, workers: int = 1) -> None:
     """Serve ``models`` over REST and gRPC until SIGTERM (blocks)."""
+    kserve.model_server.app.add_exception_handler(RequestValidationError, validation_error_handler)
     # GRPCServer.start builds its servicer from this module-level name; point it at the subclass above.
     grpc_server_module.InferenceServicer = VersionedInferenceServicer
     server = kserve.ModelServer(

@@ -45,6 +45,24 @@ def test_train_task_requests_a_gpu_on_the_gpu_pool(compiled) -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
 
 
+def test_train_task_passes_its_gpu_placement_through_to_the_trainjob(compiled) -> None:
+    """trainjob mode: the task's GPU request, node selector and tolerations go to the TrainJob, not the launcher."""
+    spec, _, _ = compiled
+    component = spec["components"]["comp-train"]
+    passthroughs = {p["field"]: p.get("applyToTask", False) for p in component["taskConfigPassthroughs"]}
+    assert passthroughs == {
+        "RESOURCES": False,
+        "KUBERNETES_NODE_SELECTOR": False,
+        "KUBERNETES_TOLERATIONS": False,
+        "ENV": True,
+    }
+    assert component["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
+    inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    for param, pipeline_param in (("mode", "train_mode"), ("num_nodes", "train_num_nodes")):
+        assert inputs[param]["componentInputParameter"] == pipeline_param
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_mode"]["defaultValue"] == "local"
+
+
 def test_every_task_uses_the_project_image_and_installs_nothing(compiled) -> None:
     spec, _, _ = compiled
     for name, executor in spec["deploymentSpec"]["executors"].items():

@@ -431,7 +431,7 @@ def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path,
     assert len(standin.calls("POST", "/apis/v2beta1/pipelines/upload")) == len(PIPELINE_NAMES)
     assert [e.display_name for e in standin.experiments.values()] == ["cityscale-dev"]
     runs = runs_by_name(standin)
-    assert set(runs) == {"cityscale-ingestion-hourly", "cityscale-training-weekly"}  # monitoring: no pipeline yet
+    assert set(runs) == {"cityscale-ingestion-hourly", "cityscale-training-weekly", "cityscale-monitoring-daily"}
     hourly, weekly = runs["cityscale-ingestion-hourly"], runs["cityscale-training-weekly"]
     assert hourly.trigger.cron_schedule.cron == "0 10 * * * *"
     assert hourly.runtime_config.parameters == {
@@ -442,16 +442,31 @@ def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path,
     assert weekly.runtime_config.parameters["registry_uri"] == "gs://cityscale-dev-models"
     assert weekly.runtime_config.pipeline_root == "gs://cityscale-dev-pipeline-root"
     assert (hourly.mode, hourly.no_catchup, hourly.max_concurrency) == ("ENABLE", True, "1")
-    for name, key in (("cityscale-ingestion-hourly", "ingestion"), ("cityscale-training-weekly", "training")):
+    assert runs["cityscale-monitoring-daily"].runtime_config.parameters == {
+        "store_uri": "gs://cityscale-dev-raw",
+        "registry_uri": "gs://cityscale-dev-models",
+    }
+    for name, key in (
+        ("cityscale-ingestion-hourly", "ingestion"),
+        ("cityscale-training-weekly", "training"),
+        ("cityscale-monitoring-daily", "monitoring"),
+    ):
         ref = runs[name].pipeline_version_reference
         assert (ref.pipeline_id, ref.pipeline_version_id) == result.pipelines[key]
     # Every request parsed into its kfp_server_api model and passed the server-side checks.
     assert all(r.path.startswith("/apis/v2beta1/") for r in standin.requests)
     created = standin.calls("POST", "/apis/v2beta1/recurringruns")[0].body
     assert set(created) <= set(kfp_server_api.V2beta1RecurringRun.attribute_map.values())
+    assert "plan (applying)" in capsys.readouterr().out
+
+
+def test_a_schedule_whose_pipeline_is_not_compiled_is_skipped(tmp_path, standin, capsys) -> None:
+    (compiled_for(tmp_path, "abc123def456") / "monitoring.yaml").unlink()
+    result = deploy(config_for(tmp_path, standin.url))
+
+    assert set(runs_by_name(standin)) == {"cityscale-ingestion-hourly", "cityscale-training-weekly"}
     out = capsys.readouterr().out
-    assert "plan (applying)" in out and "cityscale-monitoring-daily: SKIPPED" in out
-    assert "monitoring.yaml does not exist" in out
+    assert "cityscale-monitoring-daily: SKIPPED" in out and "monitoring.yaml does not exist" in out
     assert "skip recurring-run cityscale-monitoring-daily" in result.actions
 
 
@@ -467,7 +482,7 @@ def test_second_deploy_of_the_same_commit_changes_nothing(tmp_path, standin) -> 
         rid: r.pipeline_version_reference.pipeline_version_id for rid, r in standin.recurring_runs.items()
     } == before
     assert sum(len(v) for v in standin.versions.values()) == len(PIPELINE_NAMES)
-    assert sorted(a.split()[0] for a in result.actions if "recurring-run" in a) == ["keep", "keep", "skip"]
+    assert sorted(a.split()[0] for a in result.actions if "recurring-run" in a) == ["keep", "keep", "keep"]
 
 
 def test_a_new_commit_uploads_a_version_named_by_sha_and_repoints_the_runs(tmp_path, standin, capsys) -> None:
@@ -482,7 +497,7 @@ def test_a_new_commit_uploads_a_version_named_by_sha_and_repoints_the_runs(tmp_p
     first_uploads = standin.calls("POST", "/apis/v2beta1/pipelines/upload")[len(PIPELINE_NAMES) :]
     assert not first_uploads, "existing pipelines are not re-created"
     runs = runs_by_name(standin)
-    assert len(runs) == 2 and not old_ids & set(standin.recurring_runs)
+    assert len(runs) == 3 and not old_ids & set(standin.recurring_runs)
     for name, key in (("cityscale-ingestion-hourly", "ingestion"), ("cityscale-training-weekly", "training")):
         new_version = [v for v in standin.versions[result.pipelines[key][0]] if v.display_name == "0123456789ab"]
         assert runs[name].pipeline_version_reference.pipeline_version_id == new_version[0].pipeline_version_id
@@ -560,7 +575,7 @@ def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, cap
     assert "pipeline cityscale-ingestion <- " in out
     assert "recurring run cityscale-ingestion-hourly: cityscale-ingestion at cron '0 10 * * * *'" in out
     assert '"store_uri": "gs://cityscale-dev-raw"' in out
-    assert "cityscale-monitoring-daily: SKIPPED" in out
+    assert "recurring run cityscale-monitoring-daily: cityscale-monitoring at cron '0 30 15 * * *'" in out
 
 
 def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypatch, capsys) -> None:

@@ -31,7 +31,9 @@ def test_spec_is_consistent_with_the_model_contract() -> None:
 def test_feast_repo_objects_and_profiles(tmp_path: Path) -> None:
     objects = feast_objects(tmp_path / "offline")
     kinds = {type(o).__name__ for o in objects}
-    assert kinds == {"Entity", "FileSource", "FeatureView", "FeatureService"}
+    assert kinds == {"Entity", "FileSource", "PushSource", "FeatureView", "FeatureService"}
+    pushed = {v.name: v.stream_source.name for v in objects if type(v).__name__ == "FeatureView" and v.stream_source}
+    assert pushed == {v.name: v.push_source for v in SPEC.pushed_views()}
     views = {o.name: o for o in objects if type(o).__name__ == "FeatureView"}
     assert {f.name for f in views["sensor_aggregates"].features} == {
         f.name for f in SPEC.view("sensor_aggregates").features

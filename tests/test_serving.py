@@ -126,8 +126,8 @@ def rest_outputs(response: requests.Response) -> dict[str, np.ndarray]:
     for out in body["outputs"]:
         dtype = np.float32 if out["datatype"] == "FP32" else object
         outputs[out["name"]] = np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
-        assert out["datatype"] == ("BYTES" if out["name"] == "target_time" else "FP32")
-    assert sorted(outputs) == sorted([*QUANTILES, "target_time"])
+        assert out["datatype"] == ("BYTES" if out["name"] in ("target_time", "latest_observation") else "FP32")
+    assert sorted(outputs) == sorted([*QUANTILES, "target_time", "latest_observation"])
     return outputs
 
 
@@ -206,7 +206,7 @@ def grpc_outputs(response) -> dict[str, np.ndarray]:
             outputs[meta.name] = np.asarray(strings, dtype=object).reshape(shape)
         else:
             raise AssertionError(f"unexpected datatype {meta.datatype} for {meta.name}")
-    assert sorted(outputs) == sorted([*QUANTILES, "target_time"])
+    assert sorted(outputs) == sorted([*QUANTILES, "target_time", "latest_observation"])
     return outputs
 
 
@@ -259,6 +259,7 @@ EXPECTED_OUTPUTS = [
     {"name": "p50", "datatype": "FP32", "shape": [-1, HORIZON]},
     {"name": "p90", "datatype": "FP32", "shape": [-1, HORIZON]},
     {"name": "target_time", "datatype": "BYTES", "shape": [-1, HORIZON]},
+    {"name": "latest_observation", "datatype": "BYTES", "shape": [-1]},
 ]
 
 

@@ -42,7 +42,7 @@ def _feast_dtype(kind: str) -> Any:
 
 def feast_objects(offline_dir: Path, spec: FeatureSpec = SPEC) -> list[Any]:
     """Entities, file sources, feature views and feature services for Feast, from the spec."""
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import String
 
     entities = {
@@ -59,6 +59,10 @@ def feast_objects(offline_dir: Path, spec: FeatureSpec = SPEC) -> list[Any]:
             timestamp_field=source_spec.timestamp_field,
             description=source_spec.description,
         )
+        if v.push_source:  # pushed rows go online at once; materialize/retrieval read the batch source
+            push = spec.push_source(v.push_source)
+            objects.append(source)
+            source = PushSource(name=push.name, batch_source=source, description=push.description)
         key = spec.entity(v.entity).join_key
         schema = [Field(name=key, dtype=String)]
         schema += [Field(name=f.name, dtype=_feast_dtype(f.dtype), description=f.description) for f in v.features]

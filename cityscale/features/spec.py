@@ -22,7 +22,7 @@ from typing import Literal
 SPEC_VERSION = 1
 
 AggFunction = Literal["mean", "sum", "count", "stddev"]
-ValueKind = Literal["float32", "float64", "int64", "string", "float32_array"]
+ValueKind = Literal["float32", "float64", "int64", "string", "float32_array", "timestamp"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,23 @@ class Source:
     uri: str
     timestamp_field: str
     description: str
+
+
+@dataclass(frozen=True)
+class PushSource:
+    """A source that also takes rows pushed in real time (the realtime gateway, ``cityscale.realtime``).
+
+    Feast pushes *computed* feature rows: the push source of a view has the view's schema and its batch
+    source is the view's computed table (built from the raw zone), so ``materialize`` and point-in-time
+    retrieval read the batch source while ``POST /push`` updates the online store at once. ``raw_fields``
+    is set for a source of raw count records instead (Tecton's ingest API, whose stream feature views
+    aggregate the records themselves).
+    """
+
+    name: str
+    batch_source: str
+    description: str
+    raw_fields: tuple[tuple[str, ValueKind], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,7 @@ class FeatureView:
     ttl_hours: int  # 0 = never expires (static attributes)
     batch_schedule_hours: int = 1
     tags: dict[str, str] = field(default_factory=dict)
+    push_source: str = ""  # a PushSource name: the view is also updated by real-time pushes
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
@@ -100,6 +118,17 @@ class FeatureSpec:
     services: tuple[FeatureService, ...]
     owner: str
     version: int = SPEC_VERSION
+    push_sources: tuple[PushSource, ...] = ()
+
+    def push_source(self, name: str) -> PushSource:
+        for p in self.push_sources:
+            if p.name == name:
+                return p
+        raise KeyError(f"no push source {name!r}; known: {[p.name for p in self.push_sources]}")
+
+    def pushed_views(self) -> list[FeatureView]:
+        """The views the realtime gateway recomputes and pushes when counts arrive."""
+        return [v for v in self.views if v.push_source]
 
     def view(self, name: str) -> FeatureView:
         for v in self.views:
@@ -209,6 +238,7 @@ VIEWS = (
         "Hourly history window and same-hour-of-week profile of a sensor as of the start of hour T.",
         ttl_hours=1,
         tags={"domain": "footfall", "kind": "window"},
+        push_source="sensor_window_push",
     ),
     FeatureView(
         "sensor_aggregates",
@@ -218,6 +248,7 @@ VIEWS = (
         "Rolling aggregates of a sensor's hourly counts over 1 h, 24 h, 7 d and 28 d before T.",
         ttl_hours=1,
         tags={"domain": "footfall", "kind": "aggregate"},
+        push_source="sensor_aggregates_push",
     ),
     FeatureView(
         "sensor_metadata",
@@ -274,7 +305,26 @@ SERVICES = (
     ),
 )
 
-SPEC = FeatureSpec(ENTITIES, SOURCES, VIEWS, SERVICES, OWNER)
+PUSH_SOURCES = (
+    PushSource(
+        "sensor_window_push",
+        "sensor_window_table",
+        "Windows recomputed by the realtime gateway for each pushed count (batch source: the computed table).",
+    ),
+    PushSource(
+        "sensor_aggregates_push",
+        "sensor_aggregates_table",
+        "Freshest aggregates (last hour, 24 h, 7 d, 28 d) recomputed by the realtime gateway for each push.",
+    ),
+    PushSource(
+        "raw_counts_push",
+        "raw_counts",
+        "Hourly count records as edge sensors push them (Tecton ingest API); batch source: the raw zone.",
+        raw_fields=(("city", "string"), ("sensor_id", "string"), ("timestamp_utc", "timestamp"), ("count", "int64")),
+    ),
+)
+
+SPEC = FeatureSpec(ENTITIES, SOURCES, VIEWS, SERVICES, OWNER, push_sources=PUSH_SOURCES)
 
 # The history window the online store serves and the training set carries.
 HISTORY_VIEW, HISTORY_FEATURE = "sensor_window", "history_168h"

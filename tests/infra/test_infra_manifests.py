@@ -91,6 +91,10 @@ def test_pipeline_runner_rbac_is_least_privilege(rendered):
     assert set(granted) == {
         ("trainer.kubeflow.org", "trainjobs"),
         ("trainer.kubeflow.org", "trainjobs/status"),
+        ("trainer.kubeflow.org", "trainingruntimes"),
+        ("", "pods"),
+        ("", "pods/log"),
+        ("", "events"),
         ("serving.kserve.io", "inferenceservices"),
         ("serving.kserve.io", "inferenceservices/status"),
     }
@@ -98,6 +102,8 @@ def test_pipeline_runner_rbac_is_least_privilege(rendered):
         group = "trainer.kubeflow.org" if res == "trainjobs" else "serving.kserve.io"
         assert {"create", "patch", "watch", "get"} <= granted[(group, res)]
     assert granted[("serving.kserve.io", "inferenceservices")] <= ALLOWED_VERBS - {"delete"}
+    for res in ("trainingruntimes", "pods", "pods/log", "events"):  # read-only
+        assert granted[("trainer.kubeflow.org" if res == "trainingruntimes" else "", res)] <= {"get", "list", "watch"}
     binding = find(docs, "RoleBinding", "cityscale-pipeline-runner")[0]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

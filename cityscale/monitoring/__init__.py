@@ -1,0 +1,1 @@
+"""Forecast monitoring: the served-forecast log, accuracy against actuals, drift, outages, the daily run."""
