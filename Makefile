@@ -178,6 +178,14 @@ deploy-serving: $(STAMP) ## Create/patch the KServe InferenceService for MODEL_V
 bench-serving: $(STAMP) ## Serving load test on loopback: bare kserve model vs full CityScale path, REST+gRPC (build/bench/serving.json)
 	$(BIN)/python benchmarks/bench_serving.py
 
+.PHONY: test-reliability
+test-reliability: $(STAMP) ## Reliability tests, full profile: >= 10k fuzz requests, 2-min soak, ingest/pipeline faults, security (~15 min)
+	CITYSCALE_RELIABILITY_PROFILE=full LINT_VENV=$(LINT_VENV) $(BIN)/python -m pytest tests/reliability -rs -s
+
+.PHONY: bench-soak
+bench-soak: $(STAMP) ## Soak of the real server on loopback, REST+gRPC, RSS watched (SOAK_SECONDS=300, build/bench/soak.json)
+	$(BIN)/python benchmarks/bench_soak.py
+
 .PHONY: clean
 clean: ## Remove local outputs, build files and caches (keeps the virtual environment)
 	rm -rf local_outputs build .pytest_cache .ruff_cache

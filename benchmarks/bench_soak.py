@@ -3,7 +3,8 @@
 One ``python -m serving`` child process (one worker, as in a pod). ``SOAK_CONCURRENCY`` (default 16) closed-loop
 clients, half V2 REST JSON (httpx), half V2 gRPC (grpc.aio), send forecasts for 1 to 12 random sensors from one of
 240 hourly starts (so the calendar cache and the batch paths are exercised, not one cached answer) for
-``SOAK_SECONDS`` (default 300). The server's RSS (psutil) is sampled every second.
+``SOAK_SECONDS`` (default 300), each protocol's clients in their own process (one event loop each). The server's
+RSS (psutil) is sampled every second.
 
 Guarantees checked (printed, written to build/bench/soak.json, exit 1 when missed):
   errors            0 (every answer a 200 with the four outputs of the contract)
@@ -16,10 +17,13 @@ The serving targets of bench_serving.py (ratios to a bare kserve model) stay tha
 from __future__ import annotations
 
 import asyncio
+import json
+import multiprocessing
 import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,73 +50,82 @@ def _starts() -> list[str]:
     return [f"{t:%Y-%m-%dT%H:%M:%S}" for t in pd.date_range("2022-10-01", periods=240, freq="h")]
 
 
-async def _soak(server: Any, sensors: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
-    """Run the load; returns per-request (protocol, start time, latency, ok) records and RSS samples."""
+async def _load(proto: str, http_url: str, grpc_target: str, sensors: list[str], t_end: float, workers: int):
+    """One protocol's closed-loop workers until wall-clock ``t_end``: (protocol, t, latency, ok) records, errors."""
     import grpc
     import httpx
-    import psutil
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-    proc = psutil.Process(server.process.pid)
     starts = _starts()
     records: list[tuple[str, float, float, bool]] = []
-    rss: list[tuple[float, float]] = []
     errors: dict[str, int] = {}
-    t_begin = time.perf_counter()
-    deadline = t_begin + seconds
-    url = f"{server.http_url}/v2/models/cityscale/infer"
+    url = f"{http_url}/v2/models/cityscale/infer"
 
-    def request_args(rng: random.Random) -> tuple[list[str], str]:
-        return rng.sample(sensors, rng.randint(1, len(sensors))), rng.choice(starts)
+    def failed(kind: str) -> bool:
+        errors[kind] = errors.get(kind, 0) + 1
+        return False
 
-    async def sample_rss() -> None:
-        while time.perf_counter() < deadline:
-            rss.append((time.perf_counter() - t_begin, proc.memory_info().rss / 2**20))
-            await asyncio.sleep(1.0)
-
-    async def rest_worker(client: httpx.AsyncClient, seed: int) -> None:
-        rng = random.Random(seed)
-        while (t0 := time.perf_counter()) < deadline:
-            chosen, start = request_args(rng)
+    async def rest_worker(client: httpx.AsyncClient, rng: random.Random) -> None:
+        while (t0 := time.time()) < t_end:
+            chosen = rng.sample(sensors, rng.randint(1, len(sensors)))
             body = _body(chosen)
-            body["inputs"][1]["data"] = [start]
+            body["inputs"][1]["data"] = [rng.choice(starts)]
+            t1 = time.perf_counter()
             try:
                 response = await client.post(url, json=body)
                 ok = response.status_code == 200 and {o["name"] for o in response.json()["outputs"]} >= OUTPUTS
-                if not ok:
-                    errors[f"rest {response.status_code}"] = errors.get(f"rest {response.status_code}", 0) + 1
+                ok = ok or failed(f"rest {response.status_code}")
             except Exception as exc:  # a transport error is a soak failure too: count it, keep going
-                ok = False
-                errors[f"rest {type(exc).__name__}"] = errors.get(f"rest {type(exc).__name__}", 0) + 1
-            records.append(("rest", t0 - t_begin, time.perf_counter() - t0, ok))
+                ok = failed(f"rest {type(exc).__name__}")
+            records.append((proto, t0, time.perf_counter() - t1, ok))
 
-    async def grpc_worker(stub: Any, seed: int) -> None:
-        rng = random.Random(seed)
-        while (t0 := time.perf_counter()) < deadline:
-            chosen, start = request_args(rng)
+    async def grpc_worker(stub: Any, rng: random.Random) -> None:
+        while (t0 := time.time()) < t_end:
+            chosen = rng.sample(sensors, rng.randint(1, len(sensors)))
             request = _grpc_request(pb, chosen)
-            request.inputs[1].contents.bytes_contents[0] = start.encode()
+            request.inputs[1].contents.bytes_contents[0] = rng.choice(starts).encode()
+            t1 = time.perf_counter()
             try:
                 reply = await stub.ModelInfer(request, timeout=30)
                 ok = {o.name for o in reply.outputs} >= OUTPUTS and list(reply.outputs[0].shape)[0] == len(chosen)
-                if not ok:
-                    errors["grpc bad reply"] = errors.get("grpc bad reply", 0) + 1
+                ok = ok or failed("grpc bad reply")
             except grpc.RpcError as exc:
-                ok = False
-                errors[f"grpc {exc.code().name}"] = errors.get(f"grpc {exc.code().name}", 0) + 1
-            records.append(("grpc", t0 - t_begin, time.perf_counter() - t0, ok))
+                ok = failed(f"grpc {exc.code().name}")
+            records.append((proto, t0, time.perf_counter() - t1, ok))
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with (
-        httpx.AsyncClient(limits=limits, timeout=30) as client,
-        grpc.aio.insecure_channel(server.grpc_target) as channel,
-    ):
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        n_rest = max(1, concurrency // 2)
-        workers = [rest_worker(client, i) for i in range(n_rest)]
-        workers += [grpc_worker(stub, 1000 + i) for i in range(max(1, concurrency - n_rest))]
-        await asyncio.gather(sample_rss(), *workers)
+    if proto == "rest":
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=workers), timeout=30) as client:
+            await asyncio.gather(*(rest_worker(client, random.Random(i)) for i in range(workers)))
+    else:
+        async with grpc.aio.insecure_channel(grpc_target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await asyncio.gather(*(grpc_worker(stub, random.Random(1000 + i)) for i in range(workers)))
+    return records, errors
+
+
+def _client_process(args: tuple) -> tuple[list, dict]:
+    return asyncio.run(_load(*args))
+
+
+def _soak(server: Any, sensors: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
+    """REST and gRPC clients in two processes (one event loop each: neither starves the other), RSS sampled here."""
+    import psutil
+
+    proc = psutil.Process(server.process.pid)
+    t_begin = time.time()
+    t_end = t_begin + seconds
+    half = max(1, concurrency // 2)
+    jobs = [(p, server.http_url, server.grpc_target, sensors, t_end, half) for p in ("rest", "grpc")]
+    rss: list[tuple[float, float]] = []
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_client_process, job) for job in jobs]
+        while time.time() < t_end:
+            rss.append((time.time() - t_begin, proc.memory_info().rss / 2**20))
+            time.sleep(1.0)
+        results = [f.result() for f in futures]
+    records = [(p, t - t_begin, lat, ok) for recs, _ in results for p, t, lat, ok in recs]
+    errors = {k: v for _, errs in results for k, v in errs.items()}
     return {"records": records, "rss": rss, "errors": errors}
 
 
@@ -159,7 +172,7 @@ def run_soak(
     server: Any, sensors: list[str], seconds: float, concurrency: int, p99_limit_ms: float = P99_LIMIT_MS
 ) -> dict[str, dict[str, Any]]:
     """The soak against an already running server (also used by tests/reliability with a short duration)."""
-    raw = asyncio.run(_soak(server, sensors, seconds, concurrency))
+    raw = _soak(server, sensors, seconds, concurrency)
     return summarise(raw, seconds, concurrency, p99_limit_ms)
 
 
@@ -175,7 +188,14 @@ def main() -> None:
     print(f"soak: {SECONDS:.0f} s, concurrency {CONCURRENCY} (half REST, half gRPC), {len(sensors)} sensors")
     with local_model_server(env=env, log_dir=BENCH_DIR / "serving_work") as server:
         rows = run_soak(server, sensors, SECONDS, CONCURRENCY)
-    write_result("soak", rows)
+    latency = {k: v for k, v in rows.items() if k.startswith(("rest", "grpc"))}
+    path = write_result("soak", latency)  # the table: latency per protocol; the JSON also gets the rest
+    payload = json.loads(path.read_text())
+    payload["results"].update(rows)
+    path.write_text(json.dumps(payload, indent=2))
+    for case in ("server_rss", "totals", "check"):
+        values = (f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[case].items())
+        print(f"{case}: " + ", ".join(values))
     failed = [k for k, v in rows["check"].items() if k.endswith("_ok") and not v]
     print("soak guarantees met" if not failed else f"soak guarantees missed: {failed}")
     sys.exit(1 if failed else 0)

@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     realtime_commit_rows: int = 50_000  # ... or as soon as this many rows wait
     realtime_max_records: int = 10_000  # per push request; larger batches get a 413
     realtime_push_timeout_s: float = 5.0  # the gateway's calls to the feature server's /push
+    realtime_catch_up_delay_s: float = 1.0  # rows of sensors that did not push into a new hour: sent this late
 
     # Monitoring (cityscale/monitoring/). The predictor records every served forecast to
     # <store>/forecast_log/ in the background (dropped, never blocking, when the queue is full).

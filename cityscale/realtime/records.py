@@ -10,6 +10,7 @@ the batch ingest places them (``cityscale.quality``), so a pushed row equals the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated
 
 import numpy as np
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from cityscale.cities import CITIES, get_city
 from cityscale.quality import MAX_PLAUSIBLE_HOURLY_COUNT
 
+EPOCH = pd.Timestamp("1970-01-01")
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_PLAUSIBLE_HOURLY_COUNT)]
 
 
@@ -41,22 +43,28 @@ class PushRecord(BaseModel):
             raise ValueError(f"unknown city {value!r}; known: {sorted(CITIES)}")
         return value
 
-    def local_hour(self) -> pd.Timestamp:
-        """The counted hour on the city's wall clock (naive), or ValueError saying what is wrong."""
-        try:
-            stamp = pd.Timestamp(self.hour)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"hour {self.hour!r} is not an ISO 8601 date-time") from exc
-        if pd.isna(stamp):
-            raise ValueError(f"hour {self.hour!r} is not a date-time")
-        tz = get_city(self.city).timezone
-        if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert(tz).tz_localize(None)
-        if stamp != stamp.floor("h"):
-            raise ValueError(f"hour {self.hour!r} is not the start of an hour")
-        if pd.isna(pd.DatetimeIndex([stamp]).tz_localize(tz, ambiguous=np.ones(1, bool), nonexistent="NaT")[0]):
-            raise ValueError(f"hour {self.hour!r} does not exist in {tz} (daylight-saving gap)")
-        return stamp
+    def local_pos(self) -> int:
+        """The counted hour on the city's wall clock as a grid position, or ValueError saying what is wrong."""
+        return _local_pos(self.city, self.hour)
+
+
+@lru_cache(maxsize=65_536)
+def _local_pos(city: str, hour: str) -> int:
+    """Cached: a batch from many sensors repeats the same few hours, and time-zone placement costs ~100 us."""
+    try:
+        stamp = pd.Timestamp(hour)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"hour {hour!r} is not an ISO 8601 date-time") from exc
+    if pd.isna(stamp):
+        raise ValueError(f"hour {hour!r} is not a date-time")
+    tz = get_city(city).timezone
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert(tz).tz_localize(None)
+    if stamp != stamp.floor("h"):
+        raise ValueError(f"hour {hour!r} is not the start of an hour")
+    if pd.isna(pd.DatetimeIndex([stamp]).tz_localize(tz, ambiguous=np.ones(1, bool), nonexistent="NaT")[0]):
+        raise ValueError(f"hour {hour!r} does not exist in {tz} (daylight-saving gap)")
+    return int((stamp - EPOCH) // pd.Timedelta(hours=1))
 
 
 class PushRequest(BaseModel):
@@ -89,18 +97,14 @@ class CountRow:
         return cls(d["c"], d["s"], int(d["p"]), int(d["n"]), d.get("m"))
 
 
-EPOCH = pd.Timestamp("1970-01-01")
-
-
 def to_rows(request: PushRequest) -> tuple[list[CountRow], list[dict]]:
     """Validated rows, or the problems (one per bad record, with its index) when any record is bad."""
     rows, problems = [], []
     for i, record in enumerate(request.records):
         try:
-            hour = record.local_hour()
+            pos = record.local_pos()
         except ValueError as exc:
             problems.append({"record": i, "field": "hour", "error": str(exc)})
             continue
-        pos = int((hour - EPOCH) // pd.Timedelta(hours=1))
         rows.append(CountRow(record.city, record.sensor_id, pos, record.count, record.sensor_name))
     return rows, problems

@@ -1,4 +1,7 @@
-"""Reliability tests: the ``reliability`` marker and one real model server per module (sizes: reliability_profile)."""
+"""Reliability tests: the ``reliability`` marker and one real model server shared by the session.
+
+Sizes per profile: reliability_profile.py.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.reliability)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_server(trained_workdir) -> Iterator[RunningServer]:
-    """The real ``python -m serving`` process (REST + gRPC on free ports), started once per module."""
+    """The real ``python -m serving`` process (REST + gRPC on free ports), shared by the fuzz and the soak."""
     env = {"CITYSCALE_WORKDIR": str(trained_workdir), "CITYSCALE_FEATURE_SERVER_URL": ""}
     env["FEAST_FEATURE_SERVER_URL"] = ""
     with local_model_server(env=env) as running:

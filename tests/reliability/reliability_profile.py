@@ -25,6 +25,6 @@ class Sizes:
 
 
 SIZES = {
-    "ci": Sizes(rest_fuzz_examples=600, grpc_fuzz_examples=400, soak_seconds=20, soak_concurrency=8),
+    "ci": Sizes(rest_fuzz_examples=600, grpc_fuzz_examples=400, soak_seconds=12, soak_concurrency=8),
     "full": Sizes(rest_fuzz_examples=6000, grpc_fuzz_examples=4500, soak_seconds=120, soak_concurrency=16),
 }[PROFILE]

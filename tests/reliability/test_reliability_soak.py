@@ -1,6 +1,6 @@
 """A short soak of the real model server (benchmarks/bench_soak.py, the same code as ``make bench-soak``).
 
-CI profile: 20 s at concurrency 8 (half REST, half gRPC); full profile: 120 s at 16. Asserts zero errors and
+CI profile: 12 s at concurrency 8 (half REST, half gRPC); full profile: 120 s at 16. Asserts zero errors and
 bounded memory growth after warm-up. Latency is bounded loosely here (p99 < 1 s: no stalls), since test runs
 share 2 cores with other jobs; ``make bench-soak`` holds the real p99 target (100 ms) and the drift check.
 """
