@@ -41,9 +41,11 @@ from cityscale.train import TrainRun, train_model  # noqa: E402
 from cityscale.windows import cut_examples, origin_grid  # noqa: E402
 
 MELBOURNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "melbourne_pcs"
-# Final validation loss of the production configuration (8 epochs, fp32) trained on CPU on the same examples
-# (this script with --accelerator cpu --precision 32-true on the full Melbourne history; see the README).
-CPU_PRODUCTION_VAL_LOSS = 0.0
+# Final validation loss of the production configuration (8 epochs, fp32) trained on CPU on the same 664,497
+# examples: this script with --accelerator cpu --precision 32-true on the full Melbourne history (README).
+CPU_PRODUCTION_VAL_LOSS = 0.08530
+# The default target: within 1 % of it (bf16 and GPU kernels do not reproduce fp32 CPU losses bit for bit).
+DEFAULT_TARGET_VAL_LOSS = round(CPU_PRODUCTION_VAL_LOSS * 1.01, 5)
 
 
 class EpochTimer(pl.Callback):
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default=None, help="default: gpu (cpu with --smoke)")
     parser.add_argument("--precision", default=None, help="default: bf16-mixed on GPU, 32-true on CPU")
     parser.add_argument("--max-epochs", type=int, default=None, help="default: settings (1 with --smoke)")
-    parser.add_argument("--target-val-loss", type=float, default=None, help="default: the CPU production val loss")
+    parser.add_argument("--target-val-loss", type=float, default=None, help="default: CPU production val loss + 1 %%")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "gpu_check.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # per-epoch progress
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_epochs:
         overrides["max_epochs"] = args.max_epochs
     settings = Settings(**overrides)
-    target = args.target_val_loss if args.target_val_loss is not None else CPU_PRODUCTION_VAL_LOSS
+    target = args.target_val_loss if args.target_val_loss is not None else DEFAULT_TARGET_VAL_LOSS
 
     started = time.perf_counter()
     examples = build_examples(settings, args.smoke, args.data)

@@ -1,8 +1,9 @@
 """A short soak of the real model server (benchmarks/bench_soak.py, the same code as ``make bench-soak``).
 
 CI profile: 12 s at concurrency 8 (half REST, half gRPC); full profile: 120 s at 16. Asserts zero errors and
-bounded memory growth after warm-up. Latency is bounded loosely here (p99 < 1 s: no stalls), since test runs
-share 2 cores with other jobs; ``make bench-soak`` holds the real p99 target (100 ms) and the drift check.
+bounded memory growth after warm-up. Latency is bounded loosely here (p99 < 2 s: no stalls), since test runs
+share 2 cores with other jobs and gRPC waits behind REST on the server's one event loop under mixed load (~1 s p99,
+docs/reliability.md); ``make bench-soak`` holds the real p99 target (100 ms) and the drift check.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.server
 
 def test_soak_has_no_errors_no_memory_growth_and_bounded_p99(model_server, trained_workdir) -> None:
     sensors = list(Panel.from_raw(raw_zone.read(Settings(workdir=trained_workdir).resolved_store_uri)).sensor_ids)
-    rows = bench_soak.run_soak(model_server, sensors, SIZES.soak_seconds, SIZES.soak_concurrency, p99_limit_ms=1000)
+    rows = bench_soak.run_soak(model_server, sensors, SIZES.soak_seconds, SIZES.soak_concurrency, p99_limit_ms=2000)
     print(f"\nsoak profile={PROFILE}: {rows}")
     check = rows["check"]
     assert rows["totals"]["errors"] == 0, check["error_kinds"]
