@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -47,6 +48,18 @@ class TrainJobFailed(RuntimeError):
 
 class TrainJobTimeout(TimeoutError):
     """The TrainJob did not finish in time; it has been deleted."""
+
+
+class TrainJobCancelled(BaseException):
+    """The launcher got SIGTERM (the KFP task was stopped or timed out); the TrainJob has been deleted.
+
+    A ``BaseException`` like ``KeyboardInterrupt``: the SDK's ``except Exception`` blocks must not turn it into
+    an ordinary error while a request is in flight.
+    """
+
+
+def _raise_cancelled(signum: int, frame: Any) -> None:
+    raise TrainJobCancelled(f"received signal {signum}")
 
 
 @dataclass(frozen=True)
@@ -250,10 +263,15 @@ class TrainJobLauncher:
         return request.model_uri
 
     def wait(self, name: str) -> None:
-        """Wait for Complete; raise ``TrainJobFailed`` with the reasons, or delete the job on timeout."""
+        """Wait for Complete; raise ``TrainJobFailed`` with the reasons, or delete the job on timeout or SIGTERM.
+
+        KFP stops a task with SIGTERM; the job is deleted then too, so no GPU node keeps training for nobody.
+        """
         from kubeflow.trainer.constants import constants
 
         self._log_thread = None
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_cancelled) if in_main else None
         try:
             job = self.client.wait_for_job_status(
                 name,
@@ -265,7 +283,12 @@ class TrainJobLauncher:
         except TimeoutError as exc:
             self.client.delete_job(name)
             raise TrainJobTimeout(f"TrainJob {name} did not finish within {self.timeout_s} s; deleted it") from exc
+        except TrainJobCancelled as exc:
+            self.client.delete_job(name)
+            raise TrainJobCancelled(f"TrainJob {name} cancelled ({exc}); deleted it") from exc
         finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
             if self._log_thread is not None:
                 self._log_thread.join(timeout=30)
         if job.status == constants.TRAINJOB_FAILED:

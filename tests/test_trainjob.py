@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -519,6 +520,21 @@ def test_job_that_never_finishes_is_deleted_at_the_timeout() -> None:
         assert time.monotonic() - started < 15
         assert api.deleted == ["cityscale-train-gpu"]
         assert not forbidden(api), api.forbidden
+
+
+def test_sigterm_while_waiting_deletes_the_job() -> None:
+    """KFP stops a task with SIGTERM: the launcher deletes its TrainJob before it exits."""
+    with FakeTrainerApi(scenario="stuck") as api:
+        launcher = trainjob.TrainJobLauncher(api.client(), timeout_s=60, poll_s=1, log_line=lambda line: None)
+        timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            with pytest.raises(trainjob.TrainJobCancelled, match="cancelled"):
+                launcher.run(gpu_request())
+        finally:
+            timer.cancel()
+        assert api.deleted == ["cityscale-train-gpu"]
+    assert signal.getsignal(signal.SIGTERM) is not trainjob._raise_cancelled  # the previous handler is back
 
 
 def test_rbac_denies_what_the_role_does_not_grant() -> None:
