@@ -153,7 +153,10 @@ def test_forecast_log_write_failure_is_counted_not_raised(tmp_path, store) -> No
 def test_predictor_logs_served_forecasts(trained_workdir, tmp_path) -> None:
     from serving.predictor import CityScalePredictor
 
-    shutil.copytree(trained_workdir / "store", tmp_path / "store")
+    # Without the forecasts that servers of other tests logged into the shared store.
+    shutil.copytree(
+        trained_workdir / "store", tmp_path / "store", ignore=shutil.ignore_patterns(forecast_log.LOG_PREFIX)
+    )
     settings = Settings(
         workdir=tmp_path, registry_uri=str(trained_workdir / "registry"), forecast_log_flush_interval_s=60
     )
