@@ -100,6 +100,7 @@ class Gateway:
         self._online = threading.Condition()
         self._pending: set[str] = set()  # sensors whose online rows wait for the next round
         self._catch_up: set[str] = set()  # sensors moved to a new city hour without a count of their own
+        self._in_flight: set[str] = set()  # sensors of the round being sent now
         self._catch_up_due = 0.0
         self._requested = self._done = 0  # request tickets issued / covered by a finished round
         self._round_error: str | None = None
@@ -192,6 +193,7 @@ class Gateway:
                 else:
                     self._catch_up -= todo
                 covered = self._requested
+                self._in_flight = todo
             if not todo:
                 continue
             with self._lock:  # a consistent snapshot: rows reach the store in state order
@@ -200,6 +202,7 @@ class Gateway:
             with self._online:
                 if error:
                     self._pending |= todo
+                self._in_flight = set()
                 self._round_error, self._done = error, covered
                 self._online.notify_all()
             if error:
@@ -261,10 +264,12 @@ class Gateway:
         self.journal.close()
 
     def stats(self) -> dict:
+        with self._online:  # the pusher thread swaps these sets
+            online_pending = len(self._pending | self._catch_up | self._in_flight)
         return {
             "sensors": len(self.state.city_of),
             "journal_pending_rows": self.journal.pending_rows,
-            "online_pending_sensors": len(self._pending | self._catch_up),
+            "online_pending_sensors": online_pending,
             "committed_rows": self.committed_rows,
             "latest_hour": self._latest(),
         }
