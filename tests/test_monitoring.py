@@ -128,7 +128,7 @@ def test_forecast_log_never_blocks_on_a_slow_store_and_counts_drops(tmp_path, st
             start = time.perf_counter()
             accepted.append(log.record(batch, "0001"))
             took.append(time.perf_counter() - start)
-        assert max(took) < 0.05, f"record() blocked for {max(took):.3f} s"
+        assert max(took) < 1.0, f"record() blocked for {max(took):.3f} s"  # a blocking put would wait 30 s
         n_dropped = accepted.count(False)
         assert 0 < n_dropped < 40
         assert counter("cityscale_forecast_log_dropped_batches_total") - dropped_before == n_dropped
