@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
     serving_torch_threads: int = 1  # intra-op threads per server process (see serving/predictor.py)
     serving_freeze_model: bool = True  # trace + freeze the network at load (same outputs, less per-call overhead)
+    # gRPC on its own event loop (serving/server.py): fair under mixed REST + gRPC load (kserve's one loop starves
+    # gRPC: 21 vs 289 req/s), but gRPC alone is slower (c8: 772 req/s vs 3,132 bare). Off: one loop, kserve's default.
+    serving_grpc_own_loop: bool = False
 
     # KServe InferenceService (serving/inference_service.py, the deploy step's "kserve" target).
     serving_namespace: str = "cityscale"  # the pipeline runner may create/patch InferenceServices only here

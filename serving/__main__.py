@@ -22,7 +22,7 @@ def main() -> None:
     settings = get_settings()
     predictor = CityScalePredictor(settings, model_uri=args.model)
     predictor.load()  # ready (and the readiness probe green) only once model and history source are loaded
-    server.start([predictor], settings.http_port, settings.grpc_port, grpc_own_loop=True)
+    server.start([predictor], settings.http_port, settings.grpc_port, grpc_own_loop=settings.serving_grpc_own_loop)
 
 
 if __name__ == "__main__":

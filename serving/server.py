@@ -115,8 +115,10 @@ def _start_grpc_thread(server: kserve.ModelServer) -> tuple[grpc_server_module.G
 
     With both on one loop, every loop turn serves all ready REST connections but advances each gRPC call by one
     completion-queue step, so under mixed load gRPC starved: 21 req/s against REST's 289 at concurrency 8 each,
-    p99 628 ms (benchmarks/bench_soak.py). On two loops the GIL is shared by time slices instead. The predictor is
-    safe to call from both (its caches are locked; model and history are read-only between reloads).
+    p99 628 ms (benchmarks/bench_soak.py). On two loops the GIL is shared by time slices instead (REST 144 / gRPC
+    128 req/s), but gRPC alone is slower than on kserve's loop (bench_serving c8: 772 req/s against the bare
+    model's 3,132), so it is opt-in: ``CITYSCALE_SERVING_GRPC_OWN_LOOP``. The predictor is safe to call from both
+    loops (its caches are locked; model and history are read-only between reloads).
     """
     grpc = grpc_server_module.GRPCServer(
         server.grpc_port,

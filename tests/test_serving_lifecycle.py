@@ -124,3 +124,22 @@ def test_not_ready_without_a_model(trained_workdir: Path, tmp_path: Path) -> Non
         local_model_server(env=env, log_dir=tmp_path, timeout_s=60),
     ):
         pass
+
+
+def test_grpc_on_its_own_loop_serves_both_protocols_and_drains(trained_workdir: Path, tmp_path: Path) -> None:
+    """``CITYSCALE_SERVING_GRPC_OWN_LOOP``: same answers over REST and gRPC, and SIGTERM still stops the process."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    from tests.test_serving import START, assert_same_forecast, grpc_outputs, grpc_request, rest_outputs
+
+    env = {"CITYSCALE_WORKDIR": str(trained_workdir), "CITYSCALE_SERVING_GRPC_OWN_LOOP": "true"}
+    inputs = v2_inputs(["FliS_T", "Bou283_T"], START)
+    with local_model_server(env=env, log_dir=tmp_path) as server:
+        via_rest = rest_outputs(rest_infer(server, inputs))
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            via_grpc = grpc_outputs(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request(pb, inputs)))
+        assert_same_forecast(via_rest, via_grpc)
+        server.process.terminate()
+        assert server.process.wait(timeout=20) == 0, server.log_path.read_text()[-3000:]
