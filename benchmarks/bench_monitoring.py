@@ -19,31 +19,21 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import latency_summary, timed, write_result  # noqa: E402
+from bench_serving import _ensure_model  # noqa: E402
 
-from cityscale import raw_zone, registry  # noqa: E402
+from cityscale import raw_zone  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
-from cityscale.ingest import ingest_snapshot  # noqa: E402
 from cityscale.monitoring import forecast_log  # noqa: E402
 from cityscale.monitoring.report import to_html  # noqa: E402
 from cityscale.monitoring.run import monitor  # noqa: E402
-from cityscale.panel import Panel  # noqa: E402
-from cityscale.train import train_model  # noqa: E402
-from cityscale.windows import cut_examples, origin_grid  # noqa: E402
 from serving.predictor import CityScalePredictor  # noqa: E402
 
 CALLS = 400
 
 
 def trained(workdir: Path) -> Settings:
-    settings = Settings(workdir=workdir, max_epochs=1)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
-    panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 24)
-    examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
-    train_model(examples, workdir / "model", settings)
-    version = registry.register(workdir / "model", settings.resolved_registry_uri, settings.model_name, {}, "bench")
-    registry.set_alias(settings.resolved_registry_uri, settings.model_name, "production", version)
-    return settings
+    """A production model trained on the bundled sample in its own ``workdir`` (so the forecast log is this run's)."""
+    return Settings(workdir=_ensure_model(workdir), max_epochs=1)
 
 
 def time_requests(predictor: CityScalePredictor, sensors: list[str], start: str) -> list[float]:

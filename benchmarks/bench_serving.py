@@ -33,7 +33,7 @@ START = "2022-10-01T00:00:00"
 SENSOR = "FliS_T"
 
 
-def _ensure_model() -> Path:
+def _ensure_model(workdir: Path = WORK) -> Path:
     """A workdir whose registry serves a production model (trained briefly: speed, not accuracy, is measured)."""
     import pandas as pd
 
@@ -44,7 +44,7 @@ def _ensure_model() -> Path:
     from cityscale.train import train_model
     from cityscale.windows import cut_examples, origin_grid
 
-    workdir = WORK.absolute()
+    workdir = workdir.absolute()
     settings = Settings(workdir=workdir, max_epochs=1)
     if registry.get_alias(settings.resolved_registry_uri, settings.model_name, "production"):
         return workdir
