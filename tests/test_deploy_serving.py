@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from serving.inference_service import (
     ServingOptions,
     build_inference_service,
 )
+from tests.fake_kubernetes_server import FakeKubernetesServer
 
 PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/"
 ALLOWED_NAMESPACE = "cityscale"
@@ -52,83 +52,26 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-class FakeKubernetesApi:
+class FakeKubernetesApi(FakeKubernetesServer):
     """Stand-in for the Kubernetes API server + KServe controller (InferenceServices only), on loopback."""
 
     def __init__(self, ready_after_polls: int = 2):
+        super().__init__()
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
         self.ready_after_polls = ready_after_polls
         self._polls: dict[tuple[str, str, int], int] = {}
-        self._lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _body(self) -> Any:
-                length = int(self.headers.get("content-length", 0))
-                return json.loads(self.rfile.read(length)) if length else None
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str) -> None:
-                body = self._body() if method in ("POST", "PATCH", "PUT") else None
-                record = {
-                    "method": method,
-                    "path": self.path,
-                    "content_type": self.headers.get("content-type", ""),
-                    "body": body,
-                }
-                with fake._lock:
-                    fake.requests.append(record)
-                    code, answer = fake.handle(method, self.path, record["content_type"], body)
-                self._send(code, answer)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._handle("GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._handle("POST")
-
-            def do_PATCH(self) -> None:  # noqa: N802
-                self._handle("PATCH")
-
-            def do_PUT(self) -> None:  # noqa: N802
-                self._handle("PUT")
-
-            def do_DELETE(self) -> None:  # noqa: N802
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeKubernetesApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
-    def kubeconfig(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "runner", "user": {"token": "fake-token"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner", "namespace": "cityscale"}}],
-            "current-context": "fake",
+    def serve(self, handler: BaseHTTPRequestHandler, method: str, body: Any) -> None:
+        record = {
+            "method": method,
+            "path": handler.path,
+            "content_type": handler.headers.get("content-type", ""),
+            "body": body if method in ("POST", "PATCH", "PUT") else None,
         }
+        with self._lock:
+            self.requests.append(record)
+            code, answer = self.handle(method, handler.path, record["content_type"], record["body"])
+        self.reply(handler, code, answer)
 
     @staticmethod
     def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -213,7 +156,7 @@ def fake_api() -> Iterator[FakeKubernetesApi]:
 def kserve_client(fake_api: FakeKubernetesApi):
     from kserve import KServeClient
 
-    return KServeClient(config_dict=fake_api.kubeconfig())
+    return KServeClient(config_dict=fake_api.kubeconfig(ALLOWED_NAMESPACE))
 
 
 def isvc(image: str = "reg/cityscale:v1", model: str = "0001", **overrides: Any):
@@ -361,7 +304,7 @@ def test_component_kserve_target_uses_the_deployer(fake_api, kserve_client, trai
     registry_uri = str(tmp_path / "registry")
     shutil.copytree(Settings(workdir=trained_workdir).resolved_registry_uri, registry_uri)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(fake_api.kubeconfig()))
+    kubeconfig.write_text(yaml.safe_dump(fake_api.kubeconfig(ALLOWED_NAMESPACE)))
     # kubernetes reads $KUBECONFIG once, at import: point its default location at the fake's kubeconfig.
     monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.setenv("CITYSCALE_SERVING_READY_POLL_S", "0.02")

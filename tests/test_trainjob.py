@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -36,6 +36,7 @@ from cityscale.ingest import ingest_snapshot
 from cityscale.model.contract import ModelContract
 from cityscale.panel import Panel
 from cityscale.windows import cut_examples, origin_grid
+from tests.fake_kubernetes_server import FakeKubernetesServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT.parent / "shared" / "schemas"
@@ -113,108 +114,60 @@ def rbac_rules() -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str],
     return grants["Role"], grants["ClusterRole"]
 
 
-class FakeTrainerApi:
+class FakeTrainerApi(FakeKubernetesServer):
     """Stand-in for the API server + Trainer controller: TrainJobs, runtimes, pods, logs, events (see module doc)."""
 
     def __init__(self, scenario: str = "run"):
+        super().__init__()
         self.scenario = scenario  # "run" (execute the job's command), "fail", "stuck"
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
         self.forbidden: list[str] = []
         self.deleted: list[str] = []
         self.polls: dict[str, int] = {}
         self.procs: dict[str, dict[str, Any]] = {}
         self.role, self.cluster_role = rbac_rules()
-        self._lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+    def serve(self, handler: BaseHTTPRequestHandler, method: str, body: Any) -> None:
+        url = urlparse(handler.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with self._lock:
+            self.requests.append({"method": method, "path": url.path, "query": query, "body": body})
+        if url.path.endswith("/log") and self._allowed(method, url.path):
+            self._stream_log(handler, url.path.split("/")[-2])
+            return
+        with self._lock:
+            code, answer = self.handle(method, url.path, query, body)
+        self.reply(handler, code, answer)
 
-            def _reply(self, code: int, body: Any, content_type: str = "application/json") -> None:
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length)) if length else None
-                url = urlparse(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                with fake._lock:
-                    fake.requests.append({"method": method, "path": url.path, "query": query, "body": body})
-                if url.path.endswith("/log") and fake._allowed(method, url.path):
-                    self._stream_log(url.path.split("/")[-2])
-                    return
-                with fake._lock:
-                    code, answer = fake.handle(method, url.path, query, body)
-                self._reply(code, answer)
-
-            def _stream_log(self, pod: str) -> None:
-                """Follow a pod's log: write lines as the process prints them, close when it exits."""
-                job = pod.rsplit("-node-", 1)[0]
-                self.send_response(200)
-                self.send_header("content-type", "text/plain")
-                self.end_headers()
-                sent = 0
-                while True:
-                    state = fake.procs.get(job, {"lines": [f"{job}: scripted log line"], "done": True})
-                    lines, done = list(state["lines"]), state["done"]
-                    for line in lines[sent:]:
-                        self.wfile.write((line + "\n").encode())
-                    self.wfile.flush()
-                    sent = len(lines)
-                    if done:
-                        return
-                    time.sleep(0.05)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._handle("GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._handle("POST")
-
-            def do_DELETE(self) -> None:  # noqa: N802
-                self._handle("DELETE")
-
-            def do_PATCH(self) -> None:  # noqa: N802
-                self._handle("PATCH")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeTrainerApi:
-        self._thread.start()
-        return self
+    def _stream_log(self, handler: BaseHTTPRequestHandler, pod: str) -> None:
+        """Follow a pod's log: write lines as the process prints them, close when it exits."""
+        job = pod.rsplit("-node-", 1)[0]
+        handler.send_response(200)
+        handler.send_header("content-type", "text/plain")
+        handler.end_headers()
+        sent = 0
+        while True:
+            state = self.procs.get(job, {"lines": [f"{job}: scripted log line"], "done": True})
+            lines, done = list(state["lines"]), state["done"]
+            for line in lines[sent:]:
+                handler.wfile.write((line + "\n").encode())
+            handler.wfile.flush()
+            sent = len(lines)
+            if done:
+                return
+            time.sleep(0.05)
 
     def __exit__(self, *exc: Any) -> None:
         for state in self.procs.values():
             if state["proc"].poll() is None:
                 state["proc"].kill()
             state["proc"].wait(timeout=10)
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
+        super().__exit__(*exc)
 
     def client(self) -> Any:
         from kubernetes import client
 
         return trainjob.make_client(NAMESPACE, client.Configuration(host=self.url))
-
-    def kubeconfig(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "runner", "user": {"token": "fake-token"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner", "namespace": NAMESPACE}}],
-            "current-context": "fake",
-        }
 
     # -- authorization: the chart's Role (namespace cityscale) and ClusterRole --
     def _allowed(self, method: str, path: str) -> bool:
@@ -563,7 +516,7 @@ def test_component_trainjob_mode_emits_the_model_the_job_wrote(examples_uri: str
     monkeypatch.setattr(trainjob, "job_name", lambda: "cityscale-train-component")
     with FakeTrainerApi(scenario="run") as api:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(api.kubeconfig()))
+        kubeconfig.write_text(yaml.safe_dump(api.kubeconfig(NAMESPACE)))
         monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
         monkeypatch.setattr("kubeflow.common.utils.is_running_in_k8s", lambda: False)
         monkeypatch.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
