@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DATA = Path(__file__).parent / "data"
@@ -72,6 +73,13 @@ class Settings(BaseSettings):
     hidden_size: int = 256
     dropout: float = 0.1
     volume_weighted_loss: bool = False  # weigh examples by their level, as WAPE does
+    # Members whose quantiles are averaged: the MLP (Lightning) and LightGBM quantile boosters over the same
+    # inputs (cityscale/model/boosted.py). ("mlp",) trains the MLP alone.
+    model_members: tuple[Literal["mlp", "lightgbm"], ...] = ("mlp", "lightgbm")
+    gbm_rounds: int = 300
+    gbm_num_leaves: int = 63
+    gbm_learning_rate: float = 0.05
+    gbm_max_examples: int = 200_000  # examples sampled for the boosters (x horizon rows each)
 
     # Evaluation: baselines computed in the same backtest (the seasonal ones always are), and the
     # ones a candidate must beat to be registered. MSTL refits per (sensor, origin): slow, opt-in.
@@ -173,6 +181,13 @@ class Settings(BaseSettings):
     monitor_retrain_coverage_min: float = 0.5  # or P10-P90 coverage below it
     monitor_retrain_drift_share: float = 0.3  # or this share of sensors drifted
     monitor_pushgateway_url: str = ""  # also push the gauges to a Prometheus Pushgateway (the store always gets a file)
+
+    @field_validator("model_members")
+    @classmethod
+    def _mlp_is_a_member(cls, members: tuple[str, ...]) -> tuple[str, ...]:
+        if "mlp" not in members or len(set(members)) != len(members):
+            raise ValueError(f"model_members must hold 'mlp' (and optionally 'lightgbm') once each, got {members}")
+        return members
 
     @property
     def resolved_features_dir(self) -> str:

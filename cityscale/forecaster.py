@@ -15,29 +15,53 @@ import torch
 
 from cityscale import storage
 from cityscale.calendar import calendar_features
+from cityscale.model.boosted import BoostedQuantiles
 from cityscale.model.contract import WEIGHTS_FILE, ModelContract
 from cityscale.model.inputs import encode
 from cityscale.model.network import QuantileMLP
 
 
 class Forecaster:
-    def __init__(self, contract: ModelContract, net: QuantileMLP, version: str = "unregistered"):
+    """The model's members (the MLP and, when trained, the LightGBM boosters) behind one ``predict``."""
+
+    def __init__(
+        self,
+        contract: ModelContract,
+        net: QuantileMLP | None,
+        version: str = "unregistered",
+        boosters: BoostedQuantiles | None = None,
+    ):
+        if net is None and boosters is None:
+            raise ValueError("a forecaster needs at least one member")
         self.contract = contract
-        self.net = net.eval()
+        self.net = net.eval() if net is not None else None
+        self.boosters = boosters
         self.version = version
 
     @classmethod
-    def load(cls, uri: str | Path, version: str = "unregistered") -> Forecaster:
-        """Load from a local directory or any fsspec directory URI (gs://, file://)."""
+    def load(cls, uri: str | Path, version: str = "unregistered", members: Sequence[str] | None = None) -> Forecaster:
+        """Load from a local directory or any fsspec directory URI (gs://, file://).
+
+        ``members`` picks a subset of the artifact's members (ablations: the MLP or the boosters alone).
+        """
         local = Path(str(uri))
         if not local.is_dir():
             local = storage.download_dir(str(uri), tempfile.mkdtemp(prefix="cityscale-model-"))
         contract = ModelContract.load(local)
-        net = QuantileMLP(
-            contract.in_dim, contract.horizon, len(contract.quantiles), contract.hidden_size, contract.dropout
-        )
-        net.load_state_dict(torch.load(local / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        return cls(contract, net, version)
+        use = list(members) if members is not None else contract.members
+        unknown = sorted(set(use) - set(contract.members))
+        if unknown or not use:
+            raise ValueError(f"model in {uri} has members {contract.members}; cannot use {use}")
+        net = None
+        if "mlp" in use:
+            net = QuantileMLP(
+                contract.in_dim, contract.horizon, len(contract.quantiles), contract.hidden_size, contract.dropout
+            )
+            net.load_state_dict(torch.load(local / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        boosters = None
+        if "lightgbm" in use:
+            boosters = BoostedQuantiles(local, contract.quantiles, contract.calendar_features)
+        return cls(contract, net, version, boosters)
 
     @property
     def horizon(self) -> int:
@@ -66,6 +90,14 @@ class Forecaster:
             raise ValueError(f"history must be [N, {self.input_window}], got {list(history.shape)}")
         if not (len(history) == len(starts) == len(cities)):
             raise ValueError("history, starts and cities must have the same length")
-        x, scale = encode(history, self.calendar(starts, cities))
-        scaled = self.net(torch.from_numpy(x)).numpy()
+        calendar = self.calendar(starts, cities)
+        x, scale = encode(history, calendar)
+        members = []
+        if self.net is not None:
+            members.append(self.net(torch.from_numpy(x)).numpy())
+        if self.boosters is not None:
+            members.append(self.boosters.predict_scaled(history, calendar))
+        # The members' quantiles averaged (Vincentization), then sorted: each booster is fit on its own quantile,
+        # so the boosters' P10/P50/P90 may cross where the MLP's cannot.
+        scaled = np.sort(np.mean(members, axis=0), axis=-1)
         return np.clip(scaled * scale[:, None, None], 0.0, None)

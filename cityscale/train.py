@@ -35,6 +35,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from cityscale import storage
 from cityscale.calendar import CALENDAR_FEATURES
 from cityscale.config import Settings
+from cityscale.model.boosted import BOOSTER_GLOB, train_boosters
 from cityscale.model.contract import CONTRACT_FILE, WEIGHTS_FILE, ModelContract
 from cityscale.model.inputs import input_size
 from cityscale.model.lightning import ExamplesDataModule, ForecastModule
@@ -43,6 +44,7 @@ from cityscale.windows import Examples
 log = logging.getLogger("cityscale.train")
 LAST_CKPT = "last.ckpt"
 RESULT_PREFIX = "CITYSCALE_TRAIN_RESULT "
+ARCHITECTURES = {"mlp": "quantile-mlp", "lightgbm": "lightgbm-quantile"}
 
 
 @dataclass
@@ -239,12 +241,30 @@ def train_model(
         n_train_examples=len(examples),
         val_loss=val_loss,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        architecture="+".join(ARCHITECTURES[m] for m in settings.model_members),
+        members=list(settings.model_members),
     )
     if trainer.is_global_zero:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(module.net.state_dict(), out_dir / WEIGHTS_FILE)
-        contract.save(out_dir)
+        if "lightgbm" in settings.model_members:
+            started = time.perf_counter()
+            train_boosters(
+                examples.history,
+                examples.calendar,
+                examples.target,
+                CALENDAR_FEATURES,
+                list(settings.quantiles),
+                out_dir,
+                rounds=settings.gbm_rounds,
+                num_leaves=settings.gbm_num_leaves,
+                learning_rate=settings.gbm_learning_rate,
+                max_examples=settings.gbm_max_examples,
+                seed=settings.seed,
+            )
+            run.extra["boosters_s"] = round(time.perf_counter() - started, 1)
+        contract.save(out_dir)  # last: a directory with a contract is complete
     return contract
 
 
@@ -256,7 +276,8 @@ def _load_examples(uri: str) -> Examples:
 
 def _publish(local_dir: Path, out_uri: str) -> None:
     """Copy rank 0's artifact to ``out_uri``, each file atomically; the contract goes last, so it marks completion."""
-    for name in (WEIGHTS_FILE, CONTRACT_FILE):
+    boosters = sorted(p.name for p in local_dir.glob(BOOSTER_GLOB))
+    for name in (WEIGHTS_FILE, *boosters, CONTRACT_FILE):
         storage.write_bytes_atomic(storage.join(out_uri, name), (local_dir / name).read_bytes())
 
 

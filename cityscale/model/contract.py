@@ -18,6 +18,8 @@ CONTRACT_VERSION = 1
 class ModelContract(BaseModel):
     contract_version: int = CONTRACT_VERSION
     architecture: str = "quantile-mlp"
+    # Members whose quantiles the forecast averages; artifacts from before the LightGBM member hold only the MLP.
+    members: list[str] = ["mlp"]
     input_window: int
     horizon: int
     quantiles: list[float]

@@ -1,0 +1,121 @@
+"""The model's two members (MLP + LightGBM quantile boosters): storage, averaging, leakage, old artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from cityscale import raw_zone
+from cityscale.calendar import CALENDAR_FEATURES, calendar_features
+from cityscale.config import Settings
+from cityscale.forecaster import Forecaster
+from cityscale.model import boosted
+from cityscale.model.contract import CONTRACT_FILE
+from cityscale.panel import Panel
+
+START = pd.Timestamp("2022-10-10 00:00")
+
+
+@pytest.fixture(scope="module")
+def panel(trained_workdir: Path) -> Panel:
+    return Panel.from_raw(raw_zone.read(Settings(workdir=trained_workdir).resolved_store_uri))
+
+
+def _inputs(panel: Panel, start: pd.Timestamp = START) -> tuple[np.ndarray, list[pd.Timestamp], list[str]]:
+    rows = np.arange(len(panel.sensor_ids))
+    pos = np.full(len(rows), panel.position(start))
+    return panel.window(rows, pos - 168, 168), [start] * len(rows), list(panel.cities)
+
+
+def test_the_default_model_stores_both_members(trained_workdir: Path) -> None:
+    model = trained_workdir / "model"
+    contract = json.loads((model / CONTRACT_FILE).read_text())
+    assert contract["members"] == ["mlp", "lightgbm"]
+    assert contract["architecture"] == "quantile-mlp+lightgbm-quantile"
+    assert sorted(p.name for p in model.glob(boosted.BOOSTER_GLOB)) == [
+        "booster_q10.txt",
+        "booster_q50.txt",
+        "booster_q90.txt",
+    ]
+
+
+def test_forecast_is_the_sorted_mean_of_the_members(trained_workdir: Path, panel: Panel) -> None:
+    model = trained_workdir / "model"
+    history, starts, cities = _inputs(panel)
+    both = Forecaster.load(model).predict(history, starts, cities)
+    mlp = Forecaster.load(model, members=["mlp"]).predict(history, starts, cities)
+    gbm = Forecaster.load(model, members=["lightgbm"]).predict(history, starts, cities)
+    assert not np.allclose(mlp, gbm, rtol=0.01)  # two different learners, both used
+    # Where neither member was clipped at 0, scaling commutes with the mean and the sort.
+    unclipped = ((mlp > 0) & (gbm > 0)).all(axis=-1)
+    assert unclipped.mean() > 0.5
+    expected = np.sort((mlp + gbm) / 2, axis=-1)
+    np.testing.assert_allclose(both[unclipped], expected[unclipped], rtol=1e-5, atol=1e-3)
+    assert (both >= 0).all() and (np.diff(both, axis=-1) >= 0).all()
+
+
+def test_the_boosters_ignore_everything_at_or_after_the_origin(trained_workdir: Path, panel: Panel) -> None:
+    gbm = Forecaster.load(trained_workdir / "model", members=["lightgbm"])
+    history, starts, cities = _inputs(panel)
+    clean = gbm.predict(history, starts, cities)
+    corrupted = Panel(panel.values.copy(), panel.index, panel.sensor_ids, panel.cities)
+    corrupted.values[:, panel.position(START) :] = 1e6
+    np.testing.assert_array_equal(clean, gbm.predict(_inputs(corrupted)[0], starts, cities))
+    corrupted.values[:, panel.position(START) - 24 : panel.position(START)] *= 3  # yesterday does matter
+    assert not np.allclose(clean, gbm.predict(_inputs(corrupted)[0], starts, cities))
+
+
+def test_an_artifact_from_before_the_boosters_loads_as_the_mlp_alone(trained_workdir: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old-model"
+    shutil.copytree(trained_workdir / "model", old)
+    for booster in old.glob(boosted.BOOSTER_GLOB):
+        booster.unlink()
+    contract = json.loads((old / CONTRACT_FILE).read_text())
+    del contract["members"]
+    contract["architecture"] = "quantile-mlp"
+    (old / CONTRACT_FILE).write_text(json.dumps(contract))
+
+    loaded = Forecaster.load(old)
+    assert loaded.contract.members == ["mlp"] and loaded.boosters is None
+    panel_like = np.random.default_rng(0).uniform(0, 500, (3, 168)).astype(np.float32)
+    starts = [START] * 3
+    np.testing.assert_array_equal(
+        loaded.predict(panel_like, starts, ["melbourne"] * 3),
+        Forecaster.load(trained_workdir / "model", members=["mlp"]).predict(panel_like, starts, ["melbourne"] * 3),
+    )
+    with pytest.raises(ValueError, match="cannot use"):
+        Forecaster.load(old, members=["lightgbm"])
+
+
+def test_settings_keep_the_mlp_as_a_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().model_members == ("mlp", "lightgbm")
+    monkeypatch.setenv("CITYSCALE_MODEL_MEMBERS", '["mlp"]')
+    assert Settings().model_members == ("mlp",)
+    for bad in (("lightgbm",), ("mlp", "mlp"), ("mlp", "xgboost")):
+        with pytest.raises(ValidationError):
+            Settings(model_members=bad)
+
+
+def test_booster_features_by_hand() -> None:
+    history = np.arange(1, 169, dtype=np.float32)[None, :]  # hour i of the window holds i + 1
+    history[0, 100] = np.nan
+    stamps = pd.date_range("2022-10-10 00:00", periods=24, freq="h")  # a Monday
+    calendar = calendar_features(stamps, "melbourne")[None]
+    rows, scale = boosted.features(history, calendar, CALENDAR_FEATURES)
+    observed = history[np.isfinite(history)]
+    assert scale[0] == pytest.approx(observed.mean() + 1)
+    x = history[0] / scale[0]
+    assert rows.shape[0] == 24
+    step = 5
+    lag24, lag168, hour_mean, k, hour, dow, holiday, lockdown = rows[step, :8]
+    assert lag24 == pytest.approx(x[144 + step]) and lag168 == pytest.approx(x[step])
+    assert hour_mean == pytest.approx(np.mean([x[d * 24 + step] for d in range(7)]))
+    assert (k, hour, dow, holiday, lockdown) == (step, 5, 0, 0, 0)
+    with pytest.raises(ValueError, match="input_window >= 168"):
+        boosted.features(history[:, -100:], calendar, CALENDAR_FEATURES)
