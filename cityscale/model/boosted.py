@@ -124,8 +124,9 @@ class BoostedQuantiles:
         self.calendar_features = calendar_features
 
     def predict_scaled(self, history: np.ndarray, calendar: np.ndarray) -> np.ndarray:
+        """Quantiles ``[N, H, Q]`` in scaled units, sorted: each booster is fit on its own, so raw ones may cross."""
         x, _ = features(history, calendar, self.calendar_features)
         n, horizon = calendar.shape[:2]
         # One thread: serving runs many small requests, and threads per call cost more than they save.
         out = [b.predict(x, num_threads=1).reshape(n, horizon) for b in self.boosters]
-        return np.stack(out, axis=-1)
+        return np.sort(np.stack(out, axis=-1), axis=-1)
