@@ -82,16 +82,19 @@ def main(
     examples = cut_examples(panel, origins, input_window, settings.horizon, settings.min_history_fraction)
     examples = examples.select(examples.origins + pd.Timedelta(hours=settings.horizon) <= test_start)
     contract, train_s = timed(lambda: train_model(examples, work / "model", settings))
-    model = Forecaster.load(work / "model")
+    # The registered model and, for the ablation in the README, each of its members alone (same weights).
+    models = {"model": Forecaster.load(work / "model")}
+    if len(contract.members) > 1:
+        models.update({f"{m} member": Forecaster.load(work / "model", members=[m]) for m in contract.members})
 
     chosen = backtest_baselines(panel, test_start, [b for b in baselines.split(",") if b])
     test_origins = daily_origins(TEST_START, TEST_END)
-    result, eval_s = timed(lambda: run_backtest(panel, test_origins, {"model": model}, 24, 0.5, chosen))
+    result, eval_s = timed(lambda: run_backtest(panel, test_origins, models, 24, 0.5, chosen))
     rows = {
         method: {k: float(v) for k, v in metrics.dropna().items() if k != "n_hours"}
         for method, metrics in result.summary.iterrows()
     }
-    best = result.best_baseline("wape")
+    best = result.best_baseline("wape", models=tuple(models))
     rows["model"].update(
         {
             "wape_vs_mean4w": 1 - rows["model"]["wape"] / rows["mean4w"]["wape"],

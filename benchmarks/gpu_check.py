@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": run.epochs_run,
         "build_examples_s": build_s,
         "fit_seconds": run.fit_seconds,
+        "boosters_s": run.extra.get("boosters_s"),  # the LightGBM member, fit on the CPU after the GPU fit
         "samples_per_s": run.samples_per_s,
         "val_loss": contract.val_loss,
         "val_loss_by_epoch": [e["val_loss"] for e in timer.epochs],
