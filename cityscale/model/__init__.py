@@ -1,5 +1,6 @@
-"""The forecasting model: input encoding, the network, and its Lightning training wrapper.
+"""The forecasting model: input encoding, its two members (the MLP and LightGBM boosters), and the
+Lightning training wrapper.
 
-``inputs`` and ``network`` need only numpy and torch, ``boosted`` adds lightgbm, so serving can load a model without the
-training stack.
+``inputs``, ``network`` and ``boosted`` need only numpy, torch and lightgbm, so serving can load a
+model without the training stack.
 """
