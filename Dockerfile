@@ -11,6 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 cityscale \
     && useradd --system --uid 10001 --gid cityscale --home-dir /app --shell /usr/sbin/nologin cityscale
 
+# LightGBM (the model's boosters, the LightGBM baseline) links the system OpenMP runtime; slim images lack it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cityscale ./cityscale

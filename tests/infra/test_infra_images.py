@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from infra_testlib import REPO, lint_bin, run_lint
@@ -18,6 +22,17 @@ def test_tecton_image_definition():
     for line in text.splitlines():
         if line.startswith("FROM "):
             assert re.match(r"FROM python:3\.11\.\d+-slim-bookworm( AS \w+)?$", line), line
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+def test_app_image_installs_the_openmp_runtime_lightgbm_links():
+    """The predictor loads lib_lightgbm.so for the boosters; on a slim image without libgomp the import fails."""
+    spec = importlib.util.find_spec("lightgbm")
+    assert spec is not None and spec.submodule_search_locations
+    lib = Path(spec.submodule_search_locations[0], "lib", "lib_lightgbm.so")
+    linked = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert "libgomp.so.1" in linked  # if a future wheel bundles its own runtime, this test and the apt line can go
+    assert re.search(r"apt-get install .*\blibgomp1=", (REPO / "Dockerfile").read_text())
 
 
 def test_tecton_lock_is_complete_and_hashed():
