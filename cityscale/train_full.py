@@ -85,6 +85,7 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
         [
             "# cityscale (train-full)",
             "",
+            f"Model: {contract.architecture} (members {contract.members}, their quantiles averaged).",
             f"Trained on all data: {contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
             f"cities {contract.cities}, origins {contract.training_start} .. {contract.training_end}.",
             "Metrics: the same configuration trained without each city's held-out months and scored on them "
