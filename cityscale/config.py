@@ -76,9 +76,11 @@ class Settings(BaseSettings):
     # Members whose quantiles are averaged: the MLP (Lightning) and LightGBM quantile boosters over the same
     # inputs (cityscale/model/boosted.py). ("mlp",) trains the MLP alone.
     model_members: tuple[Literal["mlp", "lightgbm"], ...] = ("mlp", "lightgbm")
-    gbm_rounds: int = 300
+    # 100 rounds at 0.15 scored within 0.04 WAPE points of 300 at 0.05 on both validation periods, at a third of the
+    # serving cost (trees dominate: ~30 ns per tree per row on one thread).
+    gbm_rounds: int = 100
     gbm_num_leaves: int = 63
-    gbm_learning_rate: float = 0.05
+    gbm_learning_rate: float = 0.15
     gbm_max_examples: int = 200_000  # examples sampled for the boosters (x horizon rows each)
 
     # Evaluation: baselines computed in the same backtest (the seasonal ones always are), and the
