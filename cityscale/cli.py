@@ -42,15 +42,27 @@ def run(
     if result.deployed_version is None:
         console.print("[yellow]the model did not pass the gate; serving the previous production model, if any")
 
-    raw = raw_zone.read(settings.resolved_store_uri)
-    sensor = sensor or str(raw["sensor_id"].value_counts().idxmax())
-    start = (raw["timestamp_local"].max() + pd.Timedelta(hours=1)).floor("h")
+    sensor, start = next_forecast(raw_zone.read(settings.resolved_store_uri), sensor)
     console.rule("[bold]2/3 KServe model server (V2 REST + gRPC on loopback)")
     with local_model_server(env={"CITYSCALE_WORKDIR": str(settings.workdir)}) as server:
         console.print(f"ready at {server.http_url} (gRPC {server.grpc_target})")
         console.rule(f"[bold]3/3 Forecast for {sensor} from {start:%Y-%m-%d %H:%M}")
         response = infer_rest(server.http_url, settings.model_name, [sensor], f"{start:%Y-%m-%dT%H:%M:%S}")
     _print_forecast(response, sensor)
+
+
+def next_forecast(raw: pd.DataFrame, sensor: str = "") -> tuple[str, pd.Timestamp]:
+    """The sensor to forecast (default: the longest history) and the hour after *its own* last count.
+
+    The raw zone can hold sensors whose data ends years apart (Melbourne to 2022 and Auckland to 2025 after
+    ``make train-full``): a start after the zone's overall last hour would leave most sensors without history.
+    """
+    counts = raw["sensor_id"].value_counts()
+    sensor = sensor or str(counts.idxmax())
+    if sensor not in counts.index:
+        raise typer.BadParameter(f"sensor {sensor!r} has no rows in the raw zone", param_hint="--sensor")
+    last = raw.loc[raw["sensor_id"] == sensor, "timestamp_local"].max()
+    return sensor, (last + pd.Timedelta(hours=1)).floor("h")
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
