@@ -115,8 +115,9 @@ def evaluate(
 ) -> Evaluation:
     """Backtest the candidate, the production model (if any) and baselines; decide the gate.
 
-    The candidate passes when its WAPE beats the best of ``settings.gate_baselines`` and is no
-    worse than production. Every other baseline is scored on the same cells and reported.
+    The candidate passes when its WAPE beats the best of ``settings.gate_baselines`` and production's on the
+    same cells. A tie with production fails: a retrain that is no better is not worth a new deployment.
+    Every other baseline is scored on the same cells and reported.
     """
     panel = Panel.from_raw(pd.read_parquet(raw_path))
     candidate = Forecaster.load(model_dir)
@@ -140,7 +141,7 @@ def evaluate(
         reason += f" (strongest baseline overall: {strongest} {result.summary.loc[strongest, 'wape']:.4f})"
     if "production" in models:
         prod_wape = result.summary.loc["production", "wape"]
-        passed = passed and bool(model_wape <= prod_wape)
+        passed = passed and bool(model_wape < prod_wape)
         reason += f"; production v{production['version']} WAPE {prod_wape:.4f}"
     metrics = {f"{k}": float(v) for k, v in result.metrics("model").items()}
     for method in result.summary.index.drop("model"):

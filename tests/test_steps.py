@@ -37,7 +37,7 @@ def test_gate_passes_a_trained_model_and_refuses_a_broken_one(trained_workdir, t
     assert "FAILED" in bad.to_markdown()
 
 
-def test_candidate_must_not_be_worse_than_production(trained_workdir, tmp_path) -> None:
+def test_candidate_must_beat_production_a_tie_is_not_deployed(trained_workdir, tmp_path) -> None:
     settings = Settings(workdir=tmp_path)
     raw = _raw_file(trained_workdir, tmp_path)
     reg = str(trained_workdir / "registry")
@@ -45,7 +45,8 @@ def test_candidate_must_not_be_worse_than_production(trained_workdir, tmp_path) 
     same = steps.evaluate(raw, str(trained_workdir / "model"), "2022-09-15", "", reg, "cityscale", settings)
     assert "production" in same.result.summary.index
     assert same.result.summary.loc["production", "wape"] == same.result.summary.loc["model", "wape"]
-    assert same.passed and "production v0001" in same.reason
+    assert same.metrics["wape"] < same.metrics["mean4w_wape"]  # it beats the baselines ...
+    assert not same.passed and "production v0001" in same.reason  # ... but not production
 
 
 def test_features_keep_targets_out_of_the_test_period(trained_workdir, tmp_path) -> None:
