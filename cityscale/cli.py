@@ -42,7 +42,7 @@ def run(
     if result.deployed_version is None:
         console.print("[yellow]the model did not pass the gate; serving the previous production model, if any")
 
-    sensor, start = next_forecast(raw_zone.read(settings.resolved_store_uri), sensor)
+    sensor, start = next_forecast(raw_zone.sensors(settings.resolved_store_uri), sensor)
     console.rule("[bold]2/3 KServe model server (V2 REST + gRPC on loopback)")
     with local_model_server(env={"CITYSCALE_WORKDIR": str(settings.workdir)}) as server:
         console.print(f"ready at {server.http_url} (gRPC {server.grpc_target})")
@@ -51,18 +51,18 @@ def run(
     _print_forecast(response, sensor)
 
 
-def next_forecast(raw: pd.DataFrame, sensor: str = "") -> tuple[str, pd.Timestamp]:
-    """The sensor to forecast (default: the longest history) and the hour after *its own* last count.
+def next_forecast(sensors: pd.DataFrame, sensor: str = "") -> tuple[str, pd.Timestamp]:
+    """The sensor to forecast (default: the most rows) and the hour after *its own* last count.
 
-    The raw zone can hold sensors whose data ends years apart (Melbourne to 2022 and Auckland to 2025 after
-    ``make train-full``): a start after the zone's overall last hour would leave most sensors without history.
+    ``sensors`` is ``raw_zone.sensors()``. The raw zone can hold sensors whose data ends years apart (Melbourne
+    to 2022 and Auckland to 2025 after ``make train-full``): a start after the zone's overall last hour would
+    leave most sensors without history.
     """
-    counts = raw["sensor_id"].value_counts()
-    sensor = sensor or str(counts.idxmax())
-    if sensor not in counts.index:
+    per_sensor = sensors.groupby("sensor_id").agg(rows=("rows", "sum"), last=("last", "max"))
+    sensor = sensor or str(per_sensor["rows"].idxmax())
+    if sensor not in per_sensor.index:
         raise typer.BadParameter(f"sensor {sensor!r} has no rows in the raw zone", param_hint="--sensor")
-    last = raw.loc[raw["sensor_id"] == sensor, "timestamp_local"].max()
-    return sensor, (last + pd.Timedelta(hours=1)).floor("h")
+    return sensor, (per_sensor.loc[sensor, "last"] + pd.Timedelta(hours=1)).floor("h")
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:

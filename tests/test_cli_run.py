@@ -6,43 +6,36 @@ import pandas as pd
 import pytest
 import typer
 
+from cityscale import raw_zone
 from cityscale.cli import next_forecast
 from cityscale.config import get_settings
+from cityscale.ingest import AKL_PACKAGE, ingest_snapshot
 
 
 @pytest.fixture(scope="module")
-def melbourne() -> pd.DataFrame:
-    return pd.read_parquet(get_settings().sample_data)
+def two_cities(tmp_path_factory) -> pd.DataFrame:
+    """`raw_zone.sensors()` of a real raw zone as after `make train-full`: Melbourne ends in 2022, Auckland in 2026."""
+    store = str(tmp_path_factory.mktemp("store"))
+    ingest_snapshot(get_settings().sample_data, store)
+    ingest_snapshot(AKL_PACKAGE, store)
+    return raw_zone.sensors(store)
 
 
-def _auckland_rows(end: str, hours: int = 48) -> pd.DataFrame:
-    """A sensor of the other city whose data ends years later, as after `make train-full`."""
-    times = pd.date_range(end=end, periods=hours, freq="h")
-    return pd.DataFrame(
-        {
-            "city": "auckland",
-            "sensor_id": "akl_queen_st",
-            "sensor_name": "Queen St",
-            "timestamp_local": times,
-            "count": 100,
-        }
-    )
+def test_default_sensor_has_the_most_rows_and_starts_after_its_own_last_hour(two_cities) -> None:
+    sensor, start = next_forecast(two_cities)
+    longest = two_cities.loc[two_cities["rows"].idxmax()]
+    assert sensor == longest["sensor_id"]
+    assert start == longest["last"] + pd.Timedelta(hours=1)
 
 
-def test_default_sensor_is_the_longest_history_and_starts_after_its_own_last_hour(melbourne) -> None:
-    raw = pd.concat([melbourne, _auckland_rows("2025-12-31 23:00")], ignore_index=True)
-    sensor, start = next_forecast(raw)
-    longest = melbourne["sensor_id"].value_counts().idxmax()
-    assert sensor == longest
-    assert start == melbourne.loc[melbourne["sensor_id"] == longest, "timestamp_local"].max() + pd.Timedelta(hours=1)
-    assert start < pd.Timestamp("2023-01-01")  # not after the Auckland rows
+def test_a_sensor_of_the_earlier_ending_city_starts_after_its_own_last_hour(two_cities) -> None:
+    melbourne = two_cities[two_cities["city"] == "melbourne"]
+    assert two_cities["last"].max() > pd.Timestamp("2025-01-01")  # the zone runs years past Melbourne's data
+    sensor = melbourne["sensor_id"].iloc[0]
+    assert next_forecast(two_cities, sensor) == (sensor, melbourne["last"].iloc[0] + pd.Timedelta(hours=1))
+    assert next_forecast(two_cities, sensor)[1] < pd.Timestamp("2023-01-01")
 
 
-def test_named_sensor_starts_after_its_own_last_hour(melbourne) -> None:
-    raw = pd.concat([melbourne, _auckland_rows("2025-12-31 23:00")], ignore_index=True)
-    assert next_forecast(raw, "akl_queen_st") == ("akl_queen_st", pd.Timestamp("2026-01-01 00:00"))
-
-
-def test_unknown_sensor_is_a_clear_error(melbourne) -> None:
+def test_unknown_sensor_is_a_clear_error(two_cities) -> None:
     with pytest.raises(typer.BadParameter, match="no rows in the raw zone"):
-        next_forecast(melbourne, "nowhere")
+        next_forecast(two_cities, "nowhere")
