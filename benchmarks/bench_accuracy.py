@@ -21,16 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, timed, write_result  # noqa: E402
 
 from cityscale import raw_zone  # noqa: E402
-from cityscale.backtest import daily_origins, run_backtest  # noqa: E402
-from cityscale.baselines import same_hour_mean  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
-from cityscale.forecaster import Forecaster  # noqa: E402
-from cityscale.ingest import ingest_snapshot  # noqa: E402
+from cityscale.evaluation.backtest import daily_origins, run_backtest  # noqa: E402
+from cityscale.evaluation.baselines import same_hour_mean  # noqa: E402
+from cityscale.evaluation.report import backtest_charts, render_html  # noqa: E402
+from cityscale.evaluation.strong_baselines import backtest_baselines  # noqa: E402
+from cityscale.forecasting.forecaster import Forecaster  # noqa: E402
+from cityscale.ingestion.run import ingest_snapshot  # noqa: E402
+from cityscale.model.examples import cut_examples, origin_grid  # noqa: E402
 from cityscale.panel import Panel  # noqa: E402
-from cityscale.report import backtest_charts, render_html  # noqa: E402
-from cityscale.strong_baselines import backtest_baselines  # noqa: E402
-from cityscale.train import train_model  # noqa: E402
-from cityscale.windows import cut_examples, origin_grid  # noqa: E402
+from cityscale.training.train import train_model  # noqa: E402
 
 MELBOURNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "melbourne_pcs"
 TEST_START, TEST_END = "2022-07-01", "2022-10-31"

@@ -30,7 +30,7 @@ STORE = WORK / "store"
 
 def _ensure_store() -> dict:
     from cityscale import raw_zone
-    from cityscale.ingest import ingest_snapshot
+    from cityscale.ingestion.run import ingest_snapshot
 
     if not (STORE / "raw").exists():
         ingest_snapshot(SHARED, str(STORE.absolute()), None, None)
@@ -49,7 +49,7 @@ def _phase(name: str, queue: mp.Queue) -> None:
     from cityscale.config import Settings
     from cityscale.features.compute import FeatureComputer
     from cityscale.features.feast_backend import FeastBackend
-    from cityscale.features.training import build_training_set
+    from cityscale.features.retrieval import build_training_set
 
     settings = Settings(workdir=WORK.absolute())
     start = time.perf_counter()

@@ -32,7 +32,7 @@ CHILD = """
 import json, resource, sys, time
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest_embedded, ingest_snapshot
+from cityscale.ingestion.run import ingest_embedded, ingest_snapshot
 mode, source, store, start = sys.argv[1:5]
 t = time.perf_counter()
 if mode == "snapshot":
@@ -77,7 +77,7 @@ def main() -> None:
         if not args.skip_embedded:
             console.print(f"embedded: from {args.embedded_from}, replay server starting ...")
             server = subprocess.Popen(
-                [sys.executable, "-m", "cityscale.ingestion.replay", "--melbourne", str(SHARED)],
+                [sys.executable, "-m", "tests.fixtures.melbourne_portal", "--melbourne", str(SHARED)],
                 stdout=subprocess.PIPE,
                 text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

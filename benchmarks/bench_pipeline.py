@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import latency_summary, timed, write_result  # noqa: E402
 
 from cityscale import raw_zone, registry  # noqa: E402
-from cityscale.backtest import daily_origins, run_backtest  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
-from cityscale.forecaster import Forecaster  # noqa: E402
-from cityscale.ingest import ingest_snapshot  # noqa: E402
+from cityscale.evaluation.backtest import daily_origins, run_backtest  # noqa: E402
+from cityscale.forecasting.forecaster import Forecaster  # noqa: E402
+from cityscale.ingestion.run import ingest_snapshot  # noqa: E402
+from cityscale.model.examples import cut_examples, origin_grid  # noqa: E402
 from cityscale.panel import Panel  # noqa: E402
-from cityscale.train import train_model  # noqa: E402
-from cityscale.windows import cut_examples, origin_grid  # noqa: E402
+from cityscale.training.train import train_model  # noqa: E402
 from serving.client import forecast_request  # noqa: E402
 from serving.local_server import local_model_server  # noqa: E402
 

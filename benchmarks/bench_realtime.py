@@ -176,7 +176,7 @@ def main() -> None:
     from cityscale.features.compute import FeatureComputer
     from cityscale.features.feast_backend import FeastBackend
     from cityscale.features.server import local_feature_server
-    from cityscale.ingest import ingest_snapshot
+    from cityscale.ingestion.run import ingest_snapshot
     from cityscale.realtime.process import local_gateway
     from serving.local_server import local_model_server
 

@@ -39,10 +39,10 @@ def _ensure_model(workdir: Path = WORK) -> Path:
 
     from cityscale import raw_zone, registry
     from cityscale.config import Settings
-    from cityscale.ingest import ingest_snapshot
+    from cityscale.ingestion.run import ingest_snapshot
+    from cityscale.model.examples import cut_examples, origin_grid
     from cityscale.panel import Panel
-    from cityscale.train import train_model
-    from cityscale.windows import cut_examples, origin_grid
+    from cityscale.training.train import train_model
 
     workdir = workdir.absolute()
     settings = Settings(workdir=workdir, max_epochs=1)

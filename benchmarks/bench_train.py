@@ -1,6 +1,6 @@
 """Training throughput: one process vs two-process DDP on CPU (gloo), same data, model and seed.
 
-Both runs go through the one entry point (``python -m cityscale.train``) as subprocesses; the
+Both runs go through the one entry point (``python -m cityscale.training.train``) as subprocesses; the
 global batch is the same, so the two runs are equivalent and their final validation losses must
 agree within 2 %. Prints a table and writes build/bench/train.json.
 """
@@ -23,17 +23,17 @@ from _common import write_result  # noqa: E402
 
 from cityscale import raw_zone  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
-from cityscale.ingest import ingest_snapshot  # noqa: E402
+from cityscale.ingestion.run import ingest_snapshot  # noqa: E402
+from cityscale.model.examples import cut_examples, origin_grid  # noqa: E402
 from cityscale.panel import Panel  # noqa: E402
-from cityscale.train import RESULT_PREFIX  # noqa: E402
-from cityscale.windows import cut_examples, origin_grid  # noqa: E402
+from cityscale.training.train import RESULT_PREFIX  # noqa: E402
 
 EPOCHS = 4
 TOLERANCE = 0.02
 
 
 def _run(examples: Path, out: Path, *extra: str) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "cityscale.train", "--examples", str(examples), "--out", str(out)]
+    cmd = [sys.executable, "-m", "cityscale.training.train", "--examples", str(examples), "--out", str(out)]
     cmd += ["--max-epochs", str(EPOCHS), "--accelerator", "cpu", *extra]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()

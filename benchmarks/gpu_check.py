@@ -2,7 +2,7 @@
 
 Builds the training examples exactly as the production configuration does (all sensors, origins every
 ``CITYSCALE_ORIGIN_STRIDE_HOURS``, window/horizon from the settings) from ``../shared/data/melbourne_pcs``,
-trains through the one entry point (``cityscale.train.train_model``) and reports: samples/s, wall time until
+trains through the one entry point (``cityscale.training.train.train_model``) and reports: samples/s, wall time until
 the validation loss first reaches a fixed target (default: what the CPU production configuration reaches),
 peak GPU memory (``torch.cuda.max_memory_allocated``) and GPU utilization / memory used, sampled by
 ``nvidia-smi`` in the background during the fit. Writes build/bench/gpu_check.json.
@@ -35,10 +35,10 @@ from _common import BENCH_DIR, console  # noqa: E402
 
 from cityscale import raw_zone  # noqa: E402
 from cityscale.config import Settings  # noqa: E402
-from cityscale.ingest import ingest_snapshot  # noqa: E402
+from cityscale.ingestion.run import ingest_snapshot  # noqa: E402
+from cityscale.model.examples import cut_examples, origin_grid  # noqa: E402
 from cityscale.panel import Panel  # noqa: E402
-from cityscale.train import TrainRun, train_model  # noqa: E402
-from cityscale.windows import cut_examples, origin_grid  # noqa: E402
+from cityscale.training.train import TrainRun, train_model  # noqa: E402
 
 MELBOURNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "melbourne_pcs"
 # Final validation loss of the production configuration (8 epochs, fp32) trained on CPU on the same 664,497

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # The container image every component runs in (the compiled YAML points at it).
     image: str = "cityscale:dev"
 
-    # Kubeflow Pipelines API that `make deploy` (pipelines/deploy.py) uploads to. Plain names as documented
+    # Kubeflow Pipelines API that `make deploy` (pipelines/publish.py) uploads to. Plain names as documented
     # in docs/runbook.md: KFP_HOST (e.g. http://localhost:8888 through a port-forward of svc/ml-pipeline),
     # KFP_TOKEN (optional bearer token), KFP_NAMESPACE (multi-user KFP only; empty = single-user).
     kfp_host: str = Field("", validation_alias=AliasChoices("kfp_host", "KFP_HOST", "CITYSCALE_KFP_HOST"))
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     train_cpu_limit: str = "8"
     train_memory_limit: str = "32G"
 
-    # Cluster training as a Kubeflow Trainer v2 TrainJob (cityscale/trainjob.py, the train step's "trainjob" mode).
+    # Cluster training as a Kubeflow Trainer v2 TrainJob (training/trainjob.py, the train step's "trainjob" mode).
     trainjob_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime the TrainJob references
     trainjob_namespace: str = "cityscale"  # the pipeline runner may create/watch/delete TrainJobs only here
     trainjob_service_account: str = "cityscale-trainer"  # Workload Identity SA of the training pods (GCS access)
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     serving_ready_timeout_s: float = 600.0  # deploy waits this long for Ready, then rolls back
     serving_ready_poll_s: float = 5.0
 
-    # Ingestion (cityscale/ingest.py, airbyte/). Modes: snapshot (files, the offline default), embedded
+    # Ingestion (cityscale/ingestion/run.py, airbyte/). Modes: snapshot (files, the offline default), embedded
     # (the airbyte/ manifests in-process with airbyte-cdk), airbyte-server (a sync job through airbyte-api).
     ingest_mode: str = "snapshot"
     airbyte_dir: Path = PACKAGE_DATA.parents[1] / "airbyte"  # connections/, manifests/, destinations/

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cityscale import registry
-from cityscale.backtest import BacktestResult, daily_origins, run_backtest
 from cityscale.config import Settings
-from cityscale.forecaster import Forecaster
+from cityscale.evaluation.backtest import BacktestResult, daily_origins, run_backtest
+from cityscale.evaluation.strong_baselines import backtest_baselines
+from cityscale.forecasting.forecaster import Forecaster
 from cityscale.model.contract import ModelContract
+from cityscale.model.examples import Examples
 from cityscale.panel import Panel
-from cityscale.strong_baselines import backtest_baselines
-from cityscale.train import train_model
-from cityscale.windows import Examples
+from cityscale.training.train import train_model
 
 
 def build_features(raw_path: str, test_start: str, examples_out: str, settings: Settings) -> int:
@@ -29,7 +29,8 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
     The Dataset holds the ``Examples`` fields plus the spec's extra features and a schema that
     ``validate_training_set`` checks. Targets end before ``test_start``.
     """
-    from cityscale.features.training import build_training_set, validate_training_set
+    from cityscale.features.retrieval import build_training_set
+    from cityscale.features.training_set import validate_training_set
 
     raw = pd.read_parquet(raw_path)
     if raw.empty:
@@ -54,7 +55,7 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
 
 def train(examples_path: str, model_dir: str, settings: Settings) -> ModelContract:
     """Validate the features step's Dataset against the model's contract, then train on it."""
-    from cityscale.features.training import validate_training_set
+    from cityscale.features.training_set import validate_training_set
 
     validate_training_set(examples_path, settings.input_window, settings.horizon)
     return train_model(Examples.load(examples_path), model_dir, settings)
@@ -95,7 +96,7 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
-        from cityscale.report import backtest_charts, render_html
+        from cityscale.evaluation.report import backtest_charts, render_html
 
         tables = [
             ("Model vs baselines", self.result.summary.drop(columns=["n_hours"], errors="ignore")),

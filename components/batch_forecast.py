@@ -19,9 +19,9 @@ def batch_forecast(data: str, model: str, registry_uri: str, start: str, end: st
         The number of forecast rows (sensor, origin, target_time, p10, p50, p90) written.
     """
     from cityscale import registry
-    from cityscale.batch_forecast import batch_forecast as run
     from cityscale.config import Settings
-    from cityscale.forecaster import Forecaster
+    from cityscale.forecasting.batch import batch_forecast as run
+    from cityscale.forecasting.forecaster import Forecaster
 
     settings = Settings()
     uri, version = registry.resolve(model, registry_uri, settings.model_name)

@@ -24,7 +24,7 @@ def deploy(version: str, registry_uri: str, target: str) -> str:
     if target == "local":
         return steps.deploy_local(version, registry_uri, settings.model_name)
     if target == "kserve":
-        from serving.deploy import deploy_to_kserve
+        from serving.rollout import deploy_to_kserve
 
         return deploy_to_kserve(version, registry_uri, settings)
     raise ValueError(f"deploy target {target!r} is not supported; use 'local' or 'kserve'")

@@ -19,7 +19,7 @@ def build_features(raw: Input[Dataset], test_start: str, examples: Output[Datase
 
     from cityscale import steps
     from cityscale.config import Settings
-    from cityscale.features.training import validate_training_set
+    from cityscale.features.training_set import validate_training_set
 
     settings = Settings()
     n = steps.build_features(raw.path, test_start, examples.path, settings)

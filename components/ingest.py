@@ -28,7 +28,7 @@ def ingest(
     Returns:
         The number of raw rows in the data window.
     """
-    from cityscale.ingest import ingest_step
+    from cityscale.ingestion.run import ingest_step
 
     stats = ingest_step(mode, source, store_uri, start, end, raw.path, quality_report.path)
     raw.metadata.update(stats)

@@ -46,7 +46,7 @@ def train(
     if mode == "local":
         contract = steps.train(examples.path, model.path, settings)
     elif mode == "trainjob":
-        from cityscale.trainjob import train_on_cluster
+        from cityscale.training.trainjob import train_on_cluster
 
         contract = train_on_cluster(
             examples.uri,

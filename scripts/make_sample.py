@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cityscale.config import PACKAGE_DATA
-from cityscale.ingest import load_snapshot
+from cityscale.ingestion.run import load_snapshot
 
 LONG_HISTORY = ["Bou283_T", "FliS_T", "Col700_T", "BouHbr_T", "WatCit_T", "Swa295_T", "Lyg161_T", "Eli483_T"]
 SHORT_HISTORY = ["KenMac_T", "FliSS_T", "ElFi_T", "488Mac_T"]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
-from cityscale.online import HistorySource
+from cityscale.forecasting.service import HistorySource
 
 # Latency buckets from 0.5 ms (a warm in-memory forecast) to 2.5 s (a feature server timing out).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

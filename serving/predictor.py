@@ -30,15 +30,23 @@ from kserve.errors import InvalidInput
 from cityscale import registry
 from cityscale.config import Settings
 from cityscale.features.online import history_source_from_settings
-from cityscale.forecaster import Forecaster
+from cityscale.forecasting.forecaster import Forecaster
+from cityscale.forecasting.service import (
+    ForecastBatch,
+    ForecastRequestError,
+    ForecastService,
+    HistorySource,
+    RawZoneHistory,
+)
 from cityscale.monitoring.forecast_log import ForecastLog
-from cityscale.online import ForecastBatch, ForecastRequestError, ForecastService, HistorySource, RawZoneHistory
 from serving import metrics
 
 logger = logging.getLogger(__name__)
 
 QUANTILE_OUTPUTS = {0.1: "p10", 0.5: "p50", 0.9: "p90"}
-PLATFORM = "pytorch"  # V2 metadata platform: a torch state dict + contract.json, loaded by cityscale.forecaster
+PLATFORM = (
+    "pytorch"  # V2 metadata platform: a torch state dict + contract.json, loaded by cityscale.forecasting.forecaster
+)
 
 
 class CalendarCache:

@@ -33,7 +33,7 @@ from kserve.errors import InvalidInput
 
 from cityscale.config import Settings
 from cityscale.features.online import history_source_from_settings
-from cityscale.online import MISSING, ForecastRequestError, HistorySource, RawZoneHistory, parse_start
+from cityscale.forecasting.service import MISSING, ForecastRequestError, HistorySource, RawZoneHistory, parse_start
 from serving import metrics
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import pytest
 
 from cityscale import raw_zone, registry
 from cityscale.config import Settings
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.panel import Panel
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,8 +44,8 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Trained briefly on 6-hourly origins: a real forecaster that beats the seasonal baselines on
     September-October, fast enough for every test session.
     """
-    from cityscale.train import train_model
-    from cityscale.windows import cut_examples, origin_grid
+    from cityscale.model.examples import cut_examples, origin_grid
+    from cityscale.training.train import train_model
 
     workdir = tmp_path_factory.mktemp("trained")
     settings = Settings(workdir=workdir, max_epochs=8)

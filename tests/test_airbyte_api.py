@@ -15,10 +15,10 @@ import pytest
 
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest
 from cityscale.ingestion import apply as airbyte_apply
 from cityscale.ingestion import connectors, replay, server
-from cityscale.quality import clean_and_check
+from cityscale.ingestion.quality import clean_and_check
+from cityscale.ingestion.run import ingest
 from cityscale.schema import RAW_KEY
 from tests.fixtures.airbyte.airbyte_api_standin import AirbyteStandIn, serve
 

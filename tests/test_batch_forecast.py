@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cityscale.batch_forecast import OUTPUT_COLUMNS, batch_forecast
-from cityscale.cli import app
-from cityscale.forecaster import Forecaster
+from cityscale.cli.main import app
+from cityscale.forecasting.batch import OUTPUT_COLUMNS, batch_forecast
+from cityscale.forecasting.forecaster import Forecaster
 from tests.conftest import MELBOURNE_PCS, needs_shared_data
 
 pytestmark = needs_shared_data()

@@ -7,9 +7,9 @@ import pytest
 import typer
 
 from cityscale import raw_zone
-from cityscale.cli import next_forecast
 from cityscale.config import get_settings
-from cityscale.ingest import AKL_PACKAGE, ingest_snapshot
+from cityscale.ingestion.run import AKL_PACKAGE, ingest_snapshot
+from pipelines.cli import next_forecast
 
 
 @pytest.fixture(scope="module")

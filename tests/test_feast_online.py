@@ -15,8 +15,8 @@ from cityscale.features.compute import FeatureComputer
 from cityscale.features.feast_backend import FeastBackend
 from cityscale.features.online import FeastHistorySource, FeatureServiceError, history_source_from_settings
 from cityscale.features.server import local_feature_server
-from cityscale.ingest import ingest_snapshot
-from cityscale.online import ForecastRequestError, RawZoneHistory
+from cityscale.forecasting.service import ForecastRequestError, RawZoneHistory
+from cityscale.ingestion.run import ingest_snapshot
 
 pytestmark = pytest.mark.server
 

@@ -9,14 +9,10 @@ import pytest
 from cityscale import steps
 from cityscale.config import Settings
 from cityscale.features.compute import FeatureComputer
-from cityscale.features.training import (
-    TrainingSetError,
-    build_training_set,
-    load_extras,
-    validate_training_set,
-)
+from cityscale.features.retrieval import build_training_set
+from cityscale.features.training_set import TrainingSetError, load_extras, validate_training_set
+from cityscale.model.examples import Examples, cut_examples, origin_grid
 from cityscale.panel import Panel
-from cityscale.windows import Examples, cut_examples, origin_grid
 
 
 @pytest.fixture(scope="module")

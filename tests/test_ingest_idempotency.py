@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from cityscale import raw_zone, storage
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.schema import RAW_KEY
 
 EMULATOR = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -153,7 +153,9 @@ def test_uncommitted_staging_is_discarded_and_committed_is_rolled_forward(store:
 def test_killed_mid_write_keeps_previous_state_and_rerun_completes(store: str, settings, tmp_path: Path) -> None:
     ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-11-01")
     before, before_files = raw_zone.read(store), _files(store)
-    script = "import sys; from cityscale.ingest import ingest_snapshot; ingest_snapshot(sys.argv[1], sys.argv[2])"
+    script = (
+        "import sys; from cityscale.ingestion.run import ingest_snapshot; ingest_snapshot(sys.argv[1], sys.argv[2])"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script, str(settings.sample_data), store], env=os.environ.copy())
     fs, root = storage.filesystem(storage.join(store, "raw", "_staging"))
     committed = None

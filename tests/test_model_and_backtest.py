@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from cityscale import raw_zone
-from cityscale.backtest import daily_origins, run_backtest
-from cityscale.baselines import same_hour_mean, seasonal_naive
 from cityscale.calendar import CALENDAR_FEATURES, calendar_features
-from cityscale.forecaster import Forecaster
-from cityscale.metrics import mase_scale, summarise
+from cityscale.evaluation.backtest import daily_origins, run_backtest
+from cityscale.evaluation.baselines import same_hour_mean, seasonal_naive
+from cityscale.evaluation.metrics import mase_scale, summarise
+from cityscale.forecasting.forecaster import Forecaster
+from cityscale.model.examples import cut_examples, origin_grid
 from cityscale.panel import Panel
-from cityscale.windows import cut_examples, origin_grid
 
 
 @pytest.fixture(scope="module")

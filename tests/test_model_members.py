@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from cityscale import raw_zone
 from cityscale.calendar import CALENDAR_FEATURES, calendar_features
 from cityscale.config import Settings
-from cityscale.forecaster import Forecaster
+from cityscale.forecasting.forecaster import Forecaster
 from cityscale.model import boosted
 from cityscale.model.contract import CONTRACT_FILE
 from cityscale.panel import Panel

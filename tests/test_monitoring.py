@@ -29,16 +29,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from cityscale import raw_zone, registry, storage
-from cityscale.cli import app
+from cityscale.cli.main import app
 from cityscale.config import Settings
-from cityscale.ingest import ingest_snapshot
+from cityscale.forecasting.service import ForecastBatch
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.monitoring import forecast_log
 from cityscale.monitoring.drift import drift_table
 from cityscale.monitoring.forecast_log import ForecastLog, batch_rows, write_part
 from cityscale.monitoring.outages import outage_table
 from cityscale.monitoring.report import SECTIONS, to_html
 from cityscale.monitoring.run import compute, gauges, monitor, read_tables
-from cityscale.online import ForecastBatch
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helmfile.d" / "charts" / "cityscale-platform"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cityscale import raw_zone
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.schema import RAW_KEY, SchemaError
 
 

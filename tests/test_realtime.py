@@ -32,7 +32,7 @@ from cityscale.features.feast_backend import FeastBackend
 from cityscale.features.server import RunningServer as FeatureServer
 from cityscale.features.server import local_feature_server, stop
 from cityscale.features.spec import SPEC
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.realtime.process import local_gateway, start_gateway
 from serving.local_server import RunningServer, local_model_server
 from tests.conftest import MELBOURNE_PCS, needs_shared_data
@@ -320,7 +320,7 @@ def test_online_rows_equal_the_batch_build_of_the_committed_raw_zone(gateway, st
 def test_replay_of_real_counts_equals_a_batch_ingest(tmp_path: Path) -> None:
     """`cityscale replay` with jitter, late, duplicate and drop-out faults lands row-for-row what a batch
     ingest of the same counts lands."""
-    from cityscale.ingest import load_snapshot
+    from cityscale.ingestion.run import load_snapshot
 
     long = load_snapshot(MELBOURNE_PCS / "grouped_data_2014_2014.csv")
     keep = sorted(long["sensor_id"].unique())[:6]

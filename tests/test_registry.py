@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cityscale import registry
-from cityscale.forecaster import Forecaster
+from cityscale.forecasting.forecaster import Forecaster
 
 
 def test_versions_aliases_and_rollback(trained_workdir, tmp_path) -> None:

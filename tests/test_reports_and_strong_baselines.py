@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from cityscale import raw_zone
-from cityscale.backtest import daily_origins, run_backtest
 from cityscale.config import Settings
-from cityscale.forecaster import Forecaster
+from cityscale.evaluation.backtest import daily_origins, run_backtest
+from cityscale.evaluation.report import backtest_charts, render_html
+from cityscale.evaluation.strong_baselines import backtest_baselines, mstl_forecast
+from cityscale.forecasting.forecaster import Forecaster
 from cityscale.panel import Panel
-from cityscale.report import backtest_charts, render_html
-from cityscale.strong_baselines import backtest_baselines, mstl_forecast
 
 
 @pytest.fixture(scope="module")

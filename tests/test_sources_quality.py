@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cityscale.ingest import load_snapshot
-from cityscale.quality import DataQualityError, clean_and_check
+from cityscale.ingestion.quality import DataQualityError, clean_and_check
+from cityscale.ingestion.run import load_snapshot
 from cityscale.sources.melbourne import parse_sensor_label, read_wide_csv
 from tests.conftest import MELBOURNE_PCS, needs_shared_data
 

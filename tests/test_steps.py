@@ -50,7 +50,7 @@ def test_candidate_must_beat_production_a_tie_is_not_deployed(trained_workdir, t
 
 
 def test_features_keep_targets_out_of_the_test_period(trained_workdir, tmp_path) -> None:
-    from cityscale.windows import Examples
+    from cityscale.model.examples import Examples
 
     raw = _raw_file(trained_workdir, tmp_path)
     n = steps.build_features(raw, "2022-08-01", str(tmp_path / "ex.npz"), Settings())

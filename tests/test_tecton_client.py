@@ -20,7 +20,7 @@ pytest.importorskip("tecton_client")
 
 from cityscale.features.compute import FeatureComputer  # noqa: E402
 from cityscale.features.online import FeatureServiceError, TectonHistorySource  # noqa: E402
-from cityscale.online import ForecastRequestError  # noqa: E402
+from cityscale.forecasting.service import ForecastRequestError  # noqa: E402
 
 pytestmark = pytest.mark.server
 API_KEY = "fake-key"

@@ -122,7 +122,7 @@ def test_default_path_never_imports_tecton() -> None:
     import sys
 
     code = (
-        "import sys, cityscale.features.training, cityscale.features.online, cityscale.features.feast_backend, "
+        "import sys, cityscale.features.training_set, cityscale.features.online, cityscale.features.feast_backend, "
         "cityscale.cli; assert 'tecton' not in sys.modules and 'tecton_client' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

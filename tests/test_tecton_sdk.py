@@ -33,8 +33,8 @@ def test_tecton_training_set_equals_the_feast_one(sample_rows: pd.DataFrame, tmp
     import numpy as np
 
     from cityscale.config import Settings
+    from cityscale.features.retrieval import build_training_set
     from cityscale.features.tecton_backend import build_training_set as tecton_build
-    from cityscale.features.training import build_training_set
 
     raw = sample_rows[(sample_rows["timestamp_local"] >= "2022-08-01")]
     origins = pd.date_range("2022-08-15", "2022-09-15", freq="D")

@@ -1,6 +1,6 @@
 """The training entry point in every CPU mode, as real subprocesses on a small real slice.
 
-``python -m cityscale.train`` one process vs two-process DDP (gloo), and a run killed with SIGKILL
+``python -m cityscale.training.train`` one process vs two-process DDP (gloo), and a run killed with SIGKILL
 mid-training that, rerun with the same arguments, resumes from its last checkpoint and ends at the
 same validation loss as an uninterrupted run.
 """
@@ -20,11 +20,11 @@ import pytest
 
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.model.contract import WEIGHTS_FILE
+from cityscale.model.examples import cut_examples, origin_grid
 from cityscale.panel import Panel
-from cityscale.train import RESULT_PREFIX
-from cityscale.windows import cut_examples, origin_grid
+from cityscale.training.train import RESULT_PREFIX
 
 EPOCHS = 5
 TOLERANCE = 0.02  # relative difference of final validation losses
@@ -53,7 +53,7 @@ def examples_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cmd(examples: Path, out: Path, *extra: str) -> list[str]:
-    base = [sys.executable, "-m", "cityscale.train", "--examples", str(examples), "--out", str(out)]
+    base = [sys.executable, "-m", "cityscale.training.train", "--examples", str(examples), "--out", str(out)]
     return [*base, "--max-epochs", str(EPOCHS), "--accelerator", "cpu", *extra]
 
 

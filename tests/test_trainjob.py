@@ -4,8 +4,8 @@ There is no Kubernetes API server here. ``FakeTrainerApi`` answers the routes th
 the launcher use (ClusterTrainingRuntimes, TrainJobs, pods, pod logs, events) and enforces the pipeline runner's
 RBAC as written in ``helmfile.d/charts/cityscale-platform/templates/rbac.yaml``: any other verb, resource or
 namespace is answered 403 and recorded. Its "controller" either really runs the command the TrainJob asks for
-(``torchrun --module cityscale.train ...`` on CPU, one node, env from the TrainJob) and reports its outcome and log,
-or plays back a scripted status sequence (a failure with reasons, a job that never finishes).
+(``torchrun --module cityscale.training.train ...`` on CPU, one node, env from the TrainJob) and reports its outcome
+and log, or plays back a scripted status sequence (a failure with reasons, a job that never finishes).
 The created TrainJob and the runtime it references are validated against ``../shared/schemas/``.
 """
 
@@ -30,12 +30,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from cityscale import raw_zone, trainjob
+from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest_snapshot
+from cityscale.ingestion.run import ingest_snapshot
 from cityscale.model.contract import ModelContract
+from cityscale.model.examples import cut_examples, origin_grid
 from cityscale.panel import Panel
-from cityscale.windows import cut_examples, origin_grid
+from cityscale.training import trainjob
 from tests.fake_kubernetes_server import FakeKubernetesServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -388,7 +389,7 @@ def test_gpu_trainjob_rendered_by_the_sdk_matches_the_schema() -> None:
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] in (2, "2")
     args = trainer["args"]
     flags = dict(zip(args[3::2], args[4::2], strict=False))
-    assert args[:3] == ["--nproc-per-node=2", "--module", "cityscale.train"]
+    assert args[:3] == ["--nproc-per-node=2", "--module", "cityscale.training.train"]
     assert flags["--accelerator"] == "gpu" and flags["--devices"] == "2" and flags["--num-nodes"] == "4"
     assert flags["--precision"] == "bf16-mixed" and flags["--strategy"] == "ddp"
     assert flags["--examples"] == "gs://bucket/run/features/examples"

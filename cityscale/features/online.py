@@ -1,6 +1,6 @@
 """Online features for serving: ``HistorySource`` implementations over a feature platform's online API.
 
-The predictor's :class:`cityscale.online.ForecastService` asks a ``HistorySource`` for each sensor's city
+The predictor's :class:`cityscale.forecasting.service.ForecastService` asks a ``HistorySource`` for each sensor's city
 and for the ``length`` hours before a forecast start. Here that comes from the online store:
 
 - :class:`FeastHistorySource` (default): the Feast feature server's ``POST /get-online-features``;
@@ -26,7 +26,7 @@ import requests
 from cityscale.cities import get_city
 from cityscale.config import Settings
 from cityscale.features.spec import HISTORY_FEATURE, HISTORY_VIEW
-from cityscale.online import ForecastRequestError, HistorySource
+from cityscale.forecasting.service import ForecastRequestError, HistorySource
 
 CITY_REF = "sensor_metadata:city"
 HISTORY_REF = f"{HISTORY_VIEW}:{HISTORY_FEATURE}"
@@ -189,6 +189,6 @@ def history_source_from_settings(settings: Settings) -> HistorySource:
         )
     if settings.feature_server_url:
         return FeastHistorySource(settings.feature_server_url, settings.feature_server_timeout_s)
-    from cityscale.online import RawZoneHistory
+    from cityscale.forecasting.service import RawZoneHistory
 
     return RawZoneHistory(settings.resolved_store_uri)

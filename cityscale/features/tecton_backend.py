@@ -46,7 +46,7 @@ def load_repo(repo: Path = TECTON_REPO) -> dict[str, Any]:
 def build_training_set(raw: Any, origins: pd.DatetimeIndex, settings: Settings) -> Any:
     """Point-in-time training set through Tecton (``get_features_for_events``), as a ``TrainingSet``."""
     from cityscale.features.compute import FeatureComputer
-    from cityscale.features.training import frame_to_training_set
+    from cityscale.features.training_set import frame_to_training_set
 
     service = load_repo()["sensor_training"]
     computer = FeatureComputer(raw)

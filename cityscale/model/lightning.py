@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from cityscale.model.examples import Examples
 from cityscale.model.inputs import encode
 from cityscale.model.network import QuantileMLP, pinball_loss
-from cityscale.windows import Examples
 
 
 class ForecastModule(pl.LightningModule):

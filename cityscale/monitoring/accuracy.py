@@ -1,7 +1,7 @@
 """Accuracy of served forecasts: the forecast log joined with the actual counts as they land.
 
 Each logged (model version, sensor, origin) is one forecast "pair" of up to ``horizon`` hours, the unit
-``cityscale.metrics.summarise`` scores in the backtest, so WAPE / MASE / coverage mean the same here as in
+``cityscale.evaluation.metrics.summarise`` scores in the backtest, so WAPE / MASE / coverage mean the same here as in
 the evaluation report. MASE scales each pair by the seasonal-naive (24 h) error of the sensor's history
 before the origin (``metrics.mase_scale``), exactly as the backtest does. Hours whose count has not landed
 yet are not scored.
@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from cityscale import metrics
+from cityscale.evaluation import metrics
 from cityscale.monitoring.forecast_log import QUANTILE_COLUMNS
 from cityscale.panel import Panel
 

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from cityscale import storage
 from cityscale.config import Settings
-from cityscale.online import ForecastBatch
+from cityscale.forecasting.service import ForecastBatch
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The monitoring report: one self-contained HTML page of PNG charts and tables from a monitoring run.
 
-Charts (matplotlib, base64-embedded through ``cityscale.report``): forecast fans vs actuals for the
+Charts (matplotlib, base64-embedded through ``cityscale.evaluation.report``): forecast fans vs actuals for the
 busiest sensors, a map of the sensors coloured by WAPE (lat/lon from the bundled Melbourne locations; a
 grid for sensors without a location), error by hour of day and error by day. The same HTML and a
 Markdown summary are the KFP UI artifacts of the monitor step.
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 
+from cityscale.evaluation.report import _png, render_html
 from cityscale.monitoring.accuracy import OVERALL
 from cityscale.monitoring.run import MonitoringResult
-from cityscale.report import _png, render_html
 
 LOCATIONS = Path(__file__).parents[1] / "features" / "data" / "melbourne_sensor_locations.csv"
 SECTIONS = ("Forecast fans vs actuals", "Sensors coloured by WAPE", "Error by hour of day", "Error by day")

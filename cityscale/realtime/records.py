@@ -4,7 +4,7 @@ A record is one hourly count ``{city, sensor_id, hour, count, sensor_name?, even
 the start of the counted hour, ISO 8601, either the city's wall-clock hour (no offset, as the sources
 report it) or an instant with an offset, converted to the city's wall clock. A repeated DST hour is
 read as daylight time and a local hour that does not exist (the DST gap) is refused: both exactly as
-the batch ingest places them (``cityscale.quality``), so a pushed row equals the batch row.
+the batch ingest places them (``cityscale.ingestion.quality``), so a pushed row equals the batch row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from cityscale.cities import CITIES, get_city
-from cityscale.quality import MAX_PLAUSIBLE_HOURLY_COUNT
+from cityscale.ingestion.quality import MAX_PLAUSIBLE_HOURLY_COUNT
 
 EPOCH = pd.Timestamp("1970-01-01")
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_PLAUSIBLE_HOURLY_COUNT)]

@@ -25,7 +25,7 @@ import pandas as pd
 import requests
 
 from cityscale.cities import get_city
-from cityscale.ingest import load_snapshot
+from cityscale.ingestion.run import load_snapshot
 
 
 @dataclass(frozen=True)

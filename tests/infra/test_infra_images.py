@@ -18,7 +18,7 @@ def test_tecton_image_definition():
     text = (REPO / "Dockerfile.tecton").read_text()
     assert "Tecton Proprietary" in text and "Agreement" in text, "licence note must sit where the image is defined"
     assert re.search(r"^USER 10001:10001$", text, re.M)
-    assert "--require-hashes" in text and "deploy/tecton/requirements.lock" in text
+    assert "--require-hashes" in text and "feature_repo/tecton/requirements.lock" in text
     for line in text.splitlines():
         if line.startswith("FROM "):
             assert re.match(r"FROM python:3\.11\.\d+-slim-bookworm( AS \w+)?$", line), line
@@ -36,7 +36,7 @@ def test_app_image_installs_the_openmp_runtime_lightgbm_links():
 
 
 def test_tecton_lock_is_complete_and_hashed():
-    lock = (REPO / "deploy/tecton/requirements.lock").read_text()
+    lock = (REPO / "feature_repo/tecton/requirements.lock").read_text()
     entries = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+) \\\n    --hash=sha256:([0-9a-f]{64})$", lock, re.M)
     names = {n.lower(): v for n, v, _ in entries}
     assert len(entries) == len(re.findall(r"^[A-Za-z0-9_.-]+==", lock, re.M)) > 50

@@ -19,19 +19,22 @@ import pytest
 
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.ingest import ingest_embedded, ingest_snapshot
-from cityscale.ingestion import replay, state
-from cityscale.quality import DataQualityError
+from cityscale.ingestion import state
+from cityscale.ingestion.quality import DataQualityError
+from cityscale.ingestion.run import ingest_embedded, ingest_snapshot
 from cityscale.schema import RAW_KEY
 from cityscale.sources import melbourne
 from tests.conftest import MELBOURNE_PCS
+from tests.fixtures import melbourne_portal as replay
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = str(Settings().sample_data)
 # Overlapping windows, all in the 2022 partition: concurrent writers would read-modify-write the same file.
 WINDOWS = [("2022-01-01", "2022-03-01"), ("2022-02-15", "2022-05-01"), ("2022-04-20", "2022-08-01"),
            ("2022-07-25", "2022-11-01")]  # fmt: skip
-INGEST = "import sys; from cityscale.ingest import ingest_snapshot; ingest_snapshot(*sys.argv[1:3], *sys.argv[3:5])"
+INGEST = (
+    "import sys; from cityscale.ingestion.run import ingest_snapshot; ingest_snapshot(*sys.argv[1:3], *sys.argv[3:5])"
+)
 HOLD = (
     "import sys, time; from cityscale import raw_zone\n"
     "with raw_zone.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))"

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cityscale.backtest import BacktestResult  # noqa: E402
+from cityscale.evaluation.backtest import BacktestResult  # noqa: E402
 
 
 def _png(fig: plt.Figure) -> str:

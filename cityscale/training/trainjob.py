@@ -1,6 +1,6 @@
 """Cluster training as a Kubeflow Trainer v2 ``TrainJob`` (the train step's ``trainjob`` mode).
 
-The training code is the same in every mode: each node of the TrainJob runs ``python -m cityscale.train``
+The training code is the same in every mode: each node of the TrainJob runs ``python -m cityscale.training.train``
 under ``torchrun`` (``--module``), which the ``torch-distributed`` ClusterTrainingRuntime configures per node
 (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``/``PORT``); Lightning sees the torchelastic environment
 and runs DDP over NCCL with bf16 mixed precision. This module only describes and drives that job through the
@@ -28,7 +28,7 @@ from cityscale import storage
 from cityscale.config import Settings
 from cityscale.model.contract import CONTRACT_FILE, ModelContract
 
-log = logging.getLogger("cityscale.trainjob")
+log = logging.getLogger("cityscale.training.trainjob")
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
@@ -117,7 +117,7 @@ class TrainJobRequest:
         return [
             f"--nproc-per-node={devices}",
             "--module",
-            "cityscale.train",
+            "cityscale.training.train",
             "--examples",
             self.examples_uri,
             "--out",

@@ -1,7 +1,7 @@
 """Training entry point: examples in, model artifact (weights + contract) out.
 
 One code path for every mode. ``train_model`` runs in-process (``make run``, the train component)
-and, from ``python -m cityscale.train``, under any Trainer configuration: one process, DDP over
+and, from ``python -m cityscale.training.train``, under any Trainer configuration: one process, DDP over
 several CPU processes (gloo) or GPUs, several nodes. Only the Trainer's arguments change, never the
 model code. The global batch (``settings.batch_size``) is split over the ranks, every rank is
 seeded, and only rank 0 writes the artifact.
@@ -10,7 +10,7 @@ Checkpoints (``ckpt_dir``, any fsspec path) are written every ``ckpt_every_n_epo
 ``ckpt_every_n_steps`` steps); a run that finds one there resumes from it (epoch, optimizer, LR
 schedule), so a killed run, rerun with the same arguments, continues where it stopped.
 
-    python -m cityscale.train --examples examples.npz --out model/ [--devices 2 --strategy ddp
+    python -m cityscale.training.train --examples examples.npz --out model/ [--devices 2 --strategy ddp
         --accelerator cpu] [--precision bf16-mixed] [--num-nodes N] [--ckpt-dir DIR] [--max-epochs N]
 """
 
@@ -37,11 +37,11 @@ from cityscale.calendar import CALENDAR_FEATURES
 from cityscale.config import Settings
 from cityscale.model.boosted import BOOSTER_GLOB, train_boosters
 from cityscale.model.contract import CONTRACT_FILE, WEIGHTS_FILE, ModelContract
+from cityscale.model.examples import Examples
 from cityscale.model.inputs import input_size
 from cityscale.model.lightning import ExamplesDataModule, ForecastModule
-from cityscale.windows import Examples
 
-log = logging.getLogger("cityscale.train")
+log = logging.getLogger("cityscale.training.train")
 LAST_CKPT = "last.ckpt"
 RESULT_PREFIX = "CITYSCALE_TRAIN_RESULT "
 ARCHITECTURES = {"mlp": "quantile-mlp", "lightgbm": "lightgbm-quantile"}
@@ -286,7 +286,7 @@ def _precision(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cityscale.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cityscale.training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", required=True, help="examples .npz (the features step's Dataset); path or URI")
     parser.add_argument("--out", required=True, help="model artifact directory or URI (written by rank 0)")
     parser.add_argument("--devices", type=int, default=1)

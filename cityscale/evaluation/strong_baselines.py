@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cityscale.baselines import BASELINES, Baseline, same_hour_mean, seasonal_naive
+from cityscale.evaluation.baselines import BASELINES, Baseline, same_hour_mean, seasonal_naive
 from cityscale.model.inputs import history_scale
 from cityscale.panel import Panel
 

@@ -1,6 +1,6 @@
 """Training sets through the feature platform: spine -> point-in-time join -> ``Examples`` + extras.
 
-The model consumes :class:`cityscale.windows.Examples`; this module turns the feature store's
+The model consumes :class:`cityscale.model.examples.Examples`; this module turns the feature store's
 point-in-time training frame into exactly those arrays (history = the window feature, calendar = the
 calendar covariates with the region's holiday/lockdown flags from the feature store, target = the labels
 cut at the spine) and carries every other spec feature alongside as ``feature__<view>__<name>`` arrays
@@ -11,7 +11,6 @@ embedded ``__schema__`` lets :func:`validate_training_set` check it before train
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ import pandas as pd
 
 from cityscale.calendar import CALENDAR_FEATURES, calendar_features
 from cityscale.config import Settings
-from cityscale.features.compute import FeatureComputer
 from cityscale.features.spec import HISTORY_FEATURE, HISTORY_VIEW, SPEC, FeatureSpec
-from cityscale.windows import Examples
+from cityscale.model.examples import Examples
 
 SCHEMA_KEY = "__schema__"
 EXTRA_PREFIX = "feature__"
@@ -90,16 +88,6 @@ def validate_training_set(path: str | Path, input_window: int | None = None, hor
 def load_extras(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files if k.startswith(EXTRA_PREFIX)}
-
-
-def _check_contract(settings: Settings, spec: FeatureSpec) -> None:
-    window = spec.view(HISTORY_VIEW).feature(HISTORY_FEATURE).length
-    calendar_len = min(f.length for f in spec.view("region_calendar").features)
-    if window != settings.input_window or calendar_len < settings.horizon:
-        raise ValueError(
-            f"the feature spec serves a {window}-hour history and {calendar_len}-hour calendar, the settings ask for "
-            f"input_window={settings.input_window}, horizon={settings.horizon}: change cityscale/features/spec.py"
-        )
 
 
 def frame_to_training_set(
@@ -171,34 +159,3 @@ def _stack(values: pd.Series, length: int | None) -> np.ndarray:
         if v is not None and not (isinstance(v, float) and np.isnan(v)):
             out[i] = np.asarray(v, dtype=np.float32)
     return out
-
-
-def build_training_set(
-    raw: Any,
-    origins: pd.DatetimeIndex,
-    settings: Settings,
-    features_dir: str | Path | None = None,
-    require_target: bool = True,
-) -> TrainingSet:
-    """Point-in-time-correct examples at ``origins`` through the configured backend (Feast by default).
-
-    ``features_dir`` holds the Feast registry and offline tables of this build; by default a temporary
-    directory, so concurrent pipeline runs never share (or clobber) one registry.
-    """
-    _check_contract(settings, SPEC)
-    backend = settings.feature_backend
-    if backend == "tecton":
-        from cityscale.features.tecton_backend import build_training_set as tecton_build  # licensed, opt-in
-
-        return tecton_build(raw, origins, settings)
-    if backend != "feast":
-        raise ValueError(f"unknown feature backend {backend!r}; use 'feast' (default) or 'tecton'")
-    from cityscale.features.feast_backend import FeastBackend
-
-    computer = FeatureComputer(raw)
-    spine = computer.training_spine(origins)
-    tables = computer.compute(spine, horizon=settings.horizon)
-    with tempfile.TemporaryDirectory(prefix="cityscale-feast-") as tmp:
-        store = FeastBackend(settings, features_dir or tmp)
-        frame = store.training_frame(tables)
-    return frame_to_training_set(frame, tables.spine, tables.labels, settings, "feast", require_target)

@@ -263,7 +263,7 @@ def test_deploy_to_kserve_promotes_production_only_when_ready(
 ) -> None:
     import shutil
 
-    from serving.deploy import deploy_to_kserve
+    from serving.rollout import deploy_to_kserve
 
     registry_uri = str(tmp_path / "registry")
     shutil.copytree(Settings(workdir=trained_workdir).resolved_registry_uri, registry_uri)
@@ -283,7 +283,7 @@ def test_deploy_to_kserve_promotes_production_only_when_ready(
 
 
 def test_dry_run_writes_manifests(tmp_path) -> None:
-    from serving.deploy import main
+    from serving.rollout import main
 
     assert main(["--dry-run", "--version", "0003", "--out", str(tmp_path), "--transformer"]) == 0
     docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yaml"))}

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cityscale.forecaster import Forecaster
-from cityscale.ingest import load_snapshot
+from cityscale.forecasting.forecaster import Forecaster
+from cityscale.ingestion.quality import clean_and_check
+from cityscale.ingestion.run import load_snapshot
 from cityscale.panel import Panel
-from cityscale.quality import clean_and_check
 from cityscale.sources.melbourne import parse_sensor_label
 
 OUTPUT_COLUMNS = ["sensor", "origin", "target_time", "p10", "p50", "p90"]

@@ -67,5 +67,6 @@ def replay(
 
 
 def register(app: typer.Typer) -> None:
+    """Attach the real-time commands to the main CLI."""
     app.command("gateway")(gateway)
     app.command("replay")(replay)

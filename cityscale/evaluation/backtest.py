@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cityscale.baselines import BASELINES, Baseline
-from cityscale.forecaster import Forecaster
-from cityscale.metrics import mase_scale, summarise
+from cityscale.evaluation.baselines import BASELINES, Baseline
+from cityscale.evaluation.metrics import mase_scale, summarise
+from cityscale.forecasting.forecaster import Forecaster
 from cityscale.panel import Panel
 
 

@@ -1,6 +1,6 @@
 """Deploy a registry version as the CityScale InferenceService (the pipeline's ``kserve`` deploy target).
 
-``python -m serving.deploy --version 0003 [--dry-run] [--out build/manifests] [--gpus 1] [--transformer]``
+``python -m serving.rollout --version 0003 [--dry-run] [--out build/manifests] [--gpus 1] [--transformer]``
 (``make deploy-serving``): with ``--dry-run`` it only writes the manifests (CPU and GPU variants of the
 configured mode) as YAML; otherwise it creates or patches the InferenceService through the kubeconfig's
 cluster (or the in-cluster service account), waits for Ready, rolls back on failure and, once Ready,

@@ -638,7 +638,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.deploy``: the entry point of ``make deploy``. Exit 1 with a message on error."""
+    """``python -m pipelines.publish``: the entry point of ``make deploy``. Exit 1 with a message on error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compile", action="store_true", help="compile into --compiled-dir first (image: see below)")
     parser.add_argument("--compiled-dir", type=Path, default=DEFAULT_COMPILED_DIR)

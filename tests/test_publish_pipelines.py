@@ -1,4 +1,4 @@
-"""``make deploy`` (pipelines/deploy.py) against a local stand-in of the KFP v2beta1 REST API.
+"""``make deploy`` (pipelines/publish.py) against a local stand-in of the KFP v2beta1 REST API.
 
 ``KfpApiStandIn`` serves the endpoints ``kfp.Client`` calls on 127.0.0.1 (free port), keeps pipelines,
 versions, experiments and recurring runs in memory, records every request, and builds each request body
@@ -30,7 +30,7 @@ import yaml
 
 from pipelines import deploy as deploy_mod
 from pipelines.compile import PIPELINES
-from pipelines.deploy import DeployConfig, DeployError, deploy
+from pipelines.publish import DeployConfig, DeployError, deploy
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "pipelines" / "compiled"

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 
 from cityscale import raw_zone, registry
-from cityscale.backtest import BacktestResult, daily_origins, run_backtest
 from cityscale.config import Settings
-from cityscale.forecaster import Forecaster
-from cityscale.ingest import AKL_PACKAGE, ingest_snapshot
+from cityscale.evaluation.backtest import BacktestResult, daily_origins, run_backtest
+from cityscale.evaluation.strong_baselines import backtest_baselines
+from cityscale.forecasting.forecaster import Forecaster
+from cityscale.ingestion.run import AKL_PACKAGE, ingest_snapshot
+from cityscale.model.examples import Examples, cut_examples, origin_grid
 from cityscale.panel import Panel
-from cityscale.strong_baselines import backtest_baselines
-from cityscale.train import train_model
-from cityscale.windows import Examples, cut_examples, origin_grid
+from cityscale.training.train import train_model
 
 # Held-out months per city: never used for training or model selection in step 2.
 HOLDOUT = {"melbourne": ("2022-07-01", "2022-10-31"), "auckland": ("2025-10-01", "2025-12-31")}

@@ -28,7 +28,7 @@ import pandas as pd
 
 from cityscale import raw_zone
 from cityscale.config import Settings
-from cityscale.quality import QualityReport, check_schema, clean_and_check, unknown_fields
+from cityscale.ingestion.quality import QualityReport, check_schema, clean_and_check, unknown_fields
 from cityscale.sources import auckland, melbourne, melbourne_api
 
 LONG_COLUMNS = ["city", "sensor_id", "sensor_name", "timestamp_local", "count"]

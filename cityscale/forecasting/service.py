@@ -15,7 +15,7 @@ import pandas as pd
 
 from cityscale import raw_zone
 from cityscale.cities import get_city
-from cityscale.forecaster import Forecaster
+from cityscale.forecasting.forecaster import Forecaster
 from cityscale.panel import Panel
 
 MISSING = -1.0  # marker for a missing hour in an explicit history tensor (JSON has no NaN)
