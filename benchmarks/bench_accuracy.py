@@ -75,7 +75,7 @@ def main(
         origin_stride_hours=origin_stride_hours,
         hidden_size=hidden_size,
     )
-    ingest_snapshot(MELBOURNE, settings.resolved_store_uri)
+    ingest_snapshot(MELBOURNE, settings.resolved_store_uri, settings=settings)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     test_start = pd.Timestamp(TEST_START)
     origins = origin_grid(pd.Timestamp(train_since), test_start, settings.origin_stride_hours)

@@ -30,10 +30,11 @@ STORE = WORK / "store"
 
 def _ensure_store() -> dict:
     from cityscale import raw_zone
+    from cityscale.config import Settings
     from cityscale.ingestion.run import ingest_snapshot
 
     if not (STORE / "raw").exists():
-        ingest_snapshot(SHARED, str(STORE.absolute()), None, None)
+        ingest_snapshot(SHARED, str(STORE.absolute()), settings=Settings())
     df = raw_zone.read(str(STORE.absolute()))
     return {
         "rows": len(df),

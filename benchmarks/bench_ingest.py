@@ -36,7 +36,7 @@ from cityscale.ingestion.run import ingest_embedded, ingest_snapshot
 mode, source, store, start = sys.argv[1:5]
 t = time.perf_counter()
 if mode == "snapshot":
-    r = ingest_snapshot(source, store)
+    r = ingest_snapshot(source, store, settings=Settings())
 else:
     overrides = {"base_url": source, "start_date": start, "end_date": "2022-10-31T23:00:00",
                  "lookback_window": "PT0H", "backoff_factor_seconds": 0.5}

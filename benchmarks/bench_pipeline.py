@@ -40,7 +40,7 @@ def main() -> None:
     settings = Settings(workdir=work, max_epochs=4)
 
     if FULL_HISTORY.is_dir():
-        full, secs = timed(lambda: ingest_snapshot(FULL_HISTORY, str(work / "full-store")))
+        full, secs = timed(lambda: ingest_snapshot(FULL_HISTORY, str(work / "full-store"), settings=settings))
         rows["ingest full Melbourne history (snapshot)"] = {
             "rows": len(full.rows),
             "seconds": secs,
@@ -48,7 +48,7 @@ def main() -> None:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
-    sample, secs = timed(lambda: ingest_snapshot(settings.sample_data, settings.resolved_store_uri))
+    sample, secs = timed(lambda: ingest_snapshot(settings.sample_data, settings.resolved_store_uri, settings=settings))
     rows["ingest bundled sample"] = {"rows": len(sample.rows), "seconds": secs, "rows_per_s": len(sample.rows) / secs}
 
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))

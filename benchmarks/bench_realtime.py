@@ -192,7 +192,7 @@ def main() -> None:
     base.to_parquet(WORK / "base.parquet")
     store = str((WORK / "store").absolute())
     settings = Settings(store_uri=store, features_dir=str((WORK / "features").absolute()))
-    ingest_snapshot(WORK / "base.parquet", store)
+    ingest_snapshot(WORK / "base.parquet", store, settings=settings)
     FeastBackend(settings).materialize_latest(FeatureComputer(store))
 
     with local_feature_server(store, settings.resolved_features_dir) as fs:

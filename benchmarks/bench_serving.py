@@ -48,7 +48,7 @@ def _ensure_model(workdir: Path = WORK) -> Path:
     settings = Settings(workdir=workdir, max_epochs=1)
     if registry.get_alias(settings.resolved_registry_uri, settings.model_name, "production"):
         return workdir
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", settings=settings)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 24)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)

@@ -48,7 +48,7 @@ def _run(examples: Path, out: Path, *extra: str) -> tuple[dict, float]:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cityscale-bench-train-"))
     settings = Settings(workdir=work)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", settings=settings)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 2)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)

@@ -114,7 +114,9 @@ class GpuSampler:
 def build_examples(settings: Settings, smoke: bool, data: Path):
     """Full history: every Melbourne sensor and origin; smoke: four sample sensors, Jan-Apr 2022."""
     if smoke:
-        ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", end="2022-05-01")
+        ingest_snapshot(
+            settings.sample_data, settings.resolved_store_uri, start="2022-01-01", end="2022-05-01", settings=settings
+        )
     else:
         if not data.is_dir():
             raise SystemExit(f"{data} not found: pass --data DIR (the Melbourne wide CSV exports)")

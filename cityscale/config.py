@@ -7,14 +7,38 @@ their configuration from one place instead of scattering constants.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, AliasPath, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DATA = Path(__file__).parent / "data"
+
+# Every Settings field that training reads (``train_model`` in cityscale/training/train.py and what it hands to
+# cityscale/model/lightning.py and cityscale/model/boosted.py). A cluster TrainJob's pods build their own
+# ``Settings()`` from the environment, so these are the values the launcher must send them (``Settings.as_env``,
+# training/trainjob.py): a field missing here silently trains with the pod's default instead of the run's value.
+# tests/test_training_settings.py records which fields a real ``train_model`` reads and fails when this list and
+# those reads disagree.
+TRAINING_FIELDS: tuple[str, ...] = (
+    "seed",
+    "max_epochs",
+    "batch_size",
+    "learning_rate",
+    "hidden_size",
+    "dropout",
+    "volume_weighted_loss",
+    "quantiles",
+    "model_members",
+    "gbm_rounds",
+    "gbm_num_leaves",
+    "gbm_learning_rate",
+    "gbm_max_examples",
+)
 
 
 class Settings(BaseSettings):
@@ -190,6 +214,32 @@ class Settings(BaseSettings):
         if "mlp" not in members or len(set(members)) != len(members):
             raise ValueError(f"model_members must hold 'mlp' (and optionally 'lightgbm') once each, got {members}")
         return members
+
+    def as_env(self, fields: Iterable[str]) -> dict[str, str]:
+        """``CITYSCALE_<FIELD>`` variables from which ``Settings()`` reads these fields back with equal values.
+
+        Strings (and paths, literals) go as they are; every other value as JSON, which pydantic-settings parses
+        for complex types (tuples, dicts) and which spells numbers and booleans the way it reads them. A field with
+        a validation alias is read from the first of its alias names that is set; it is refused unless
+        ``CITYSCALE_<FIELD>`` is that first name (e.g. ``http_port``: a plain ``HTTP_PORT`` would win).
+        """
+        fields = tuple(fields)
+        unknown = [name for name in fields if name not in type(self).model_fields]
+        if unknown:
+            raise ValueError(f"not Settings fields: {unknown}")
+        values = self.model_dump(mode="json", include=set(fields))
+        env: dict[str, str] = {}
+        for name in fields:
+            var = f"{self.model_config.get('env_prefix', '')}{name}".upper()
+            info = type(self).model_fields[name]
+            alias = info.validation_alias or info.alias
+            if alias is not None:
+                first = alias.choices[0] if isinstance(alias, AliasChoices) else alias
+                if isinstance(first, AliasPath) or first.upper() != var:
+                    raise ValueError(f"{name} is read from the environment as {alias!r}, not first as {var}")
+            value = values[name]
+            env[var] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     @property
     def resolved_features_dir(self) -> str:

@@ -64,3 +64,10 @@ class Panel:
     def window(self, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """``values[rows[i], starts[i]:starts[i]+length]`` with NaN outside the grid."""
         return self.gather(rows, starts[:, None] + np.arange(length)[None, :])
+
+    def select_city(self, city: str) -> Panel | None:
+        """The rows of one city's sensors on the same grid, or None when the panel holds none."""
+        rows = [i for i, c in enumerate(self.cities) if c == city]
+        if not rows:
+            return None
+        return Panel(self.values[rows], self.index, [self.sensor_ids[i] for i in rows], [city] * len(rows))

@@ -63,11 +63,11 @@ class RawZoneLocked(TimeoutError):
 
 
 @contextmanager
-def writer_lock(store_uri: str, timeout_s: float | None = None, stale_s: float | None = None) -> Iterator[None]:
-    """Hold the raw zone's single-writer lock (see the module docstring) for the duration of the block."""
-    settings = Settings() if timeout_s is None or stale_s is None else None
-    timeout_s = settings.raw_zone_lock_timeout_s if timeout_s is None else timeout_s
-    stale_s = settings.raw_zone_lock_stale_s if stale_s is None else stale_s
+def writer_lock(store_uri: str, timeout_s: float, stale_s: float) -> Iterator[None]:
+    """Hold the raw zone's single-writer lock (see the module docstring) for the duration of the block.
+
+    Waits up to ``timeout_s`` for another writer; on gs:// a lock object older than ``stale_s`` is a dead writer's.
+    """
     fs, raw = storage.filesystem(storage.join(store_uri, RAW_PREFIX))
     if storage.is_gcs(fs):
         with _gcs_lock(f"{raw}/{LOCK}", timeout_s, stale_s):
@@ -187,10 +187,10 @@ def recover(store_uri: str) -> dict[str, int]:
     return done
 
 
-def upsert(store_uri: str, rows: pd.DataFrame) -> int:
+def upsert(store_uri: str, rows: pd.DataFrame, settings: Settings) -> int:
     """Merge rows into the raw zone as one transaction; returns the number of partitions rewritten."""
     conform(rows)  # validate before touching anything
-    with writer_lock(store_uri):
+    with writer_lock(store_uri, settings.raw_zone_lock_timeout_s, settings.raw_zone_lock_stale_s):
         return _upsert_locked(store_uri, rows)
 
 

@@ -1,33 +1,65 @@
-"""The training pipeline's steps as plain functions over paths and URIs.
+"""The pipeline steps as plain functions over paths, URIs and the settings: what the KFP components call.
 
-Each KFP component in ``components/`` is a thin wrapper that calls exactly one of these, so the
-whole pipeline can be unit-tested (and run from the CLI) without an orchestrator.
+Each component in ``components/`` reads its settings once and calls exactly one function here (the deploy
+component's ``kserve`` target calls ``serving.rollout`` instead, a layer above this library), so every step
+can be tested and run without an orchestrator. ``make train-full`` (``cityscale.training.full``) reuses the
+same training, gate and registration functions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from cityscale import registry
+from cityscale import raw_zone, registry
 from cityscale.config import Settings
-from cityscale.evaluation.backtest import BacktestResult, daily_origins, run_backtest
-from cityscale.evaluation.strong_baselines import backtest_baselines
+from cityscale.evaluation.gate import Evaluation, evaluate_candidate
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.model.contract import ModelContract
 from cityscale.model.examples import Examples
 from cityscale.panel import Panel
 from cityscale.training.train import train_model
 
+TRAIN_MODES = ("local", "trainjob")
 
-def build_features(raw_path: str, test_start: str, examples_out: str, settings: Settings) -> int:
+
+def ingest(
+    mode: str, source: str, store_uri: str, start: str, end: str, raw_out: str, report_out: str, settings: Settings
+) -> dict[str, object]:
+    """Ingest into the raw zone, then write the run's data window (Parquet) and the quality report (Markdown).
+
+    Empty strings mean "default" (KFP parameters): the configured mode, the bundled sample, the whole window.
+    """
+    from cityscale.ingestion.run import ingest as run_ingest
+
+    mode = mode or settings.ingest_mode
+    if mode == "snapshot" and not source:
+        source = str(settings.sample_data)
+    result = run_ingest(mode, source, store_uri, start or None, end or None, settings=settings)
+    window = raw_zone.read(store_uri, start=start or None, end=end or None)
+    window.to_parquet(raw_out, index=False)
+    Path(report_out).write_text(result.report.to_markdown())
+    return {
+        "mode": mode,
+        "rows": len(window),
+        "rows_landed": len(result.rows),
+        "sensors": int(window["sensor_id"].nunique()),
+        "artefacts_masked": result.report.daily_total_artefacts_masked,
+        "dst_gap_hours_dropped": result.report.dst_nonexistent_hours_dropped,
+        "warnings": len(result.report.warnings),
+    }
+
+
+def build_features(raw_path: str, test_start: str, examples_out: str, settings: Settings) -> dict[str, Any]:
     """Point-in-time training examples at strided origins before ``test_start`` through the feature platform.
 
     The configured backend (Feast by default, Tecton for licensees) joins the spec's features onto a spine
     of (sensor, origin) rows; only the origins the model trains on are computed, which keeps this fast.
-    The Dataset holds the ``Examples`` fields plus the spec's extra features and a schema that
-    ``validate_training_set`` checks. Targets end before ``test_start``.
+    The Dataset holds the ``Examples`` fields plus the spec's extra features and a schema, checked here
+    before it is handed on. Targets end before ``test_start``. Returns that schema.
     """
     from cityscale.features.retrieval import build_training_set
     from cityscale.features.training_set import validate_training_set
@@ -49,132 +81,132 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
     if len(training.examples) == 0:
         raise ValueError(f"no training examples before {test_start}")
     training.save(examples_out)
-    validate_training_set(examples_out, settings.input_window, settings.horizon)
-    return len(training.examples)
+    return validate_training_set(examples_out, settings.input_window, settings.horizon)
 
 
-def train(examples_path: str, model_dir: str, settings: Settings) -> ModelContract:
-    """Validate the features step's Dataset against the model's contract, then train on it."""
+def train(
+    examples_path: str,
+    model_dir: str,
+    settings: Settings,
+    *,
+    mode: str = "local",
+    examples_uri: str = "",
+    output_uri: str = "",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    task_config: Any = None,
+) -> ModelContract:
+    """Train in this process (after validating the features step's Dataset) or as a Kubeflow Trainer TrainJob.
+
+    ``local`` trains here; ``trainjob`` submits a TrainJob that reads ``examples_uri`` and writes under
+    ``output_uri`` (a retried step reuses it and resumes from the last checkpoint), then copies the model it
+    wrote into ``model_dir``. Either way the hyper-parameters are ``settings``.
+    """
     from cityscale.features.training_set import validate_training_set
 
-    validate_training_set(examples_path, settings.input_window, settings.horizon)
-    return train_model(Examples.load(examples_path), model_dir, settings)
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"train mode {mode!r} is not supported: use one of {', '.join(TRAIN_MODES)}")
+    if mode == "local":
+        validate_training_set(examples_path, settings.input_window, settings.horizon)
+        return train_model(Examples.load(examples_path), model_dir, settings)
+    from cityscale.training.trainjob import train_on_cluster
 
-
-@dataclass
-class Evaluation:
-    result: BacktestResult
-    metrics: dict[str, float]
-    passed: bool
-    reason: str
-
-    def summary_text(self) -> str:
-        n_pairs = self.result.summary["n_pairs"].max()
-        return (
-            f"Rolling daily origins at 00:00, horizon {self.result.actual.shape[1]} h, {n_pairs:.0f} (sensor, origin) "
-            f"pairs, every method scored on the same cells. Gate: {'PASSED' if self.passed else 'FAILED'} "
-            f"({self.reason})."
-        )
-
-    def to_markdown(self) -> str:
-        table = self.result.summary.drop(columns=["n_hours"], errors="ignore")
-        lines = [
-            "# Backtest: model vs baselines",
-            "",
-            self.summary_text(),
-            "",
-            table.to_markdown(floatfmt=".4f"),
-            "",
-            "## WAPE by sensor",
-            "",
-            self.result.per_sensor.to_markdown(floatfmt=".3f"),
-            "",
-            "## MAE by hour of day",
-            "",
-            self.result.by_hour.to_markdown(floatfmt=".1f"),
-        ]
-        return "\n".join(lines) + "\n"
-
-    def to_html(self) -> str:
-        from cityscale.evaluation.report import backtest_charts, render_html
-
-        tables = [
-            ("Model vs baselines", self.result.summary.drop(columns=["n_hours"], errors="ignore")),
-            ("WAPE by sensor", self.result.per_sensor),
-        ]
-        return render_html("CityScale backtest", tables, self.summary_text(), backtest_charts(self.result))
+    return train_on_cluster(
+        examples_uri or examples_path,
+        model_dir,
+        settings,
+        output_uri=output_uri,
+        num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node,
+        max_epochs=settings.max_epochs,
+        task_config=task_config,
+    )
 
 
 def evaluate(
-    raw_path: str,
-    model_dir: str,
-    test_start: str,
-    test_end: str,
-    registry_uri: str,
-    model_name: str,
-    settings: Settings,
+    raw_path: str, model_dir: str, test_start: str, test_end: str, registry_uri: str, settings: Settings
 ) -> Evaluation:
-    """Backtest the candidate, the production model (if any) and baselines; decide the gate.
-
-    The candidate passes when its WAPE beats the best of ``settings.gate_baselines`` and production's on the
-    same cells. A tie with production fails: a retrain that is no better is not worth a new deployment.
-    Every other baseline is scored on the same cells and reported.
-    """
+    """Backtest the candidate, the production model (if any) and the baselines on the same cells; decide the gate."""
     panel = Panel.from_raw(pd.read_parquet(raw_path))
-    candidate = Forecaster.load(model_dir)
-    models = {"model": candidate}
-    production = registry.get_alias(registry_uri, model_name, "production")
-    if production:
-        uri, version = registry.resolve("production", registry_uri, model_name)
-        models["production"] = Forecaster.load(uri, version)
-    end = test_end or str(panel.index[-1] - pd.Timedelta(hours=candidate.horizon - 1))
-    origins = daily_origins(test_start, end)
-    baselines = backtest_baselines(panel, pd.Timestamp(test_start), list(settings.strong_baselines))
-    result = run_backtest(panel, origins, models, candidate.horizon, settings.min_history_fraction, baselines)
-    model_wape = result.summary.loc["model", "wape"]
-    gate = result.summary.loc[[b for b in settings.gate_baselines if b in result.summary.index]]
-    best = str(gate["wape"].idxmin())
-    best_wape = gate.loc[best, "wape"]
-    passed = bool(model_wape < best_wape)
-    reason = f"model WAPE {model_wape:.4f} vs best gate baseline {best} {best_wape:.4f}"
-    strongest = result.best_baseline("wape")
-    if strongest != best:
-        reason += f" (strongest baseline overall: {strongest} {result.summary.loc[strongest, 'wape']:.4f})"
-    if "production" in models:
-        prod_wape = result.summary.loc["production", "wape"]
-        passed = passed and bool(model_wape < prod_wape)
-        reason += f"; production v{production['version']} WAPE {prod_wape:.4f}"
-    metrics = {f"{k}": float(v) for k, v in result.metrics("model").items()}
-    for method in result.summary.index.drop("model"):
-        for key in ("wape", "mase"):
-            metrics[f"{method}_{key}"] = float(result.summary.loc[method, key])
-    metrics["forecast_rate"] = result.summary.loc["model", "n_pairs"] / max(result.pairs_with_actuals, 1)
-    return Evaluation(result, metrics, passed, reason)
+    production = None
+    if registry.get_alias(registry_uri, settings.model_name, "production"):
+        uri, version = registry.resolve("production", registry_uri, settings.model_name)
+        production = (version, Forecaster.load(uri, version))
+    return evaluate_candidate(panel, Forecaster.load(model_dir), test_start, test_end, settings, production)
 
 
-def register(model_dir: str, metrics: dict[str, float], registry_uri: str, model_name: str) -> str:
-    contract = ModelContract.load(model_dir)
-    card = "\n".join(
+def write_evaluation(evaluation: Evaluation, markdown_out: str, html_out: str, verdict_out: str) -> None:
+    """The evaluate step's artifacts: the Markdown and HTML reports and the verdict JSON the register step reads."""
+    Path(markdown_out).write_text(evaluation.to_markdown())
+    Path(html_out).write_text(evaluation.to_html())
+    verdict = {"passed": evaluation.passed, "reason": evaluation.reason, "metrics": evaluation.metrics}
+    Path(verdict_out).write_text(json.dumps(verdict, indent=2))
+
+
+def _model_card(contract: ModelContract, model_name: str, metrics: dict[str, float], scored_on: str) -> str:
+    """The registry's model card: what the model is, what it was trained on, how it was scored."""
+    sources = {
+        "melbourne": "City of Melbourne Pedestrian Counting System",
+        "auckland": "Heart of the City Auckland pedestrian counts",
+    }
+    return "\n".join(
         [
             f"# {model_name}",
             "",
-            f"Global quantile model ({contract.architecture}) forecasting {contract.horizon} hourly counts "
-            f"(quantiles {contract.quantiles}) from the previous {contract.input_window} hours and calendar "
-            f"covariates. Trained on origins {contract.training_start} .. {contract.training_end} "
-            f"({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
+            f"Global quantile model ({contract.architecture}; members {contract.members}, their quantiles averaged) "
+            f"forecasting {contract.horizon} hourly counts (quantiles {contract.quantiles}) from the previous "
+            f"{contract.input_window} hours and calendar covariates. Trained on origins {contract.training_start} .. "
+            f"{contract.training_end} ({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
             f"cities {contract.cities}).",
             "",
-            "## Backtest metrics",
+            f"## Backtest metrics ({scored_on})",
             "",
             *[f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())],
             "",
-            "Data: City of Melbourne Pedestrian Counting System, CC BY 4.0.",
+            "Data: " + "; ".join(sources.get(c, c) for c in contract.cities) + " (CC BY 4.0).",
         ]
     )
-    return registry.register(model_dir, registry_uri, model_name, metrics, card)
 
 
-def deploy_local(version: str, registry_uri: str, model_name: str) -> str:
+def register(
+    model_dir: str | Path,
+    verdict: dict[str, Any],
+    registry_uri: str,
+    settings: Settings,
+    scored_on: str = "held-out period of the run, daily origins",
+) -> str:
+    """Register a model that passed evaluation as the next version (``latest``) with its metrics and card."""
+    if not verdict["passed"]:
+        raise ValueError(f"refusing to register a model that failed evaluation: {verdict['reason']}")
+    contract = ModelContract.load(model_dir)
+    card = _model_card(contract, settings.model_name, verdict["metrics"], scored_on)
+    return registry.register(model_dir, registry_uri, settings.model_name, verdict["metrics"], card)
+
+
+def deploy_local(version: str, registry_uri: str, settings: Settings) -> str:
     """Promote a registered version to ``production``; the local model server serves that alias."""
-    registry.set_alias(registry_uri, model_name, "production", version)
-    return registry.version_uri(registry_uri, model_name, version)
+    registry.set_alias(registry_uri, settings.model_name, "production", version)
+    return registry.version_uri(registry_uri, settings.model_name, version)
+
+
+def batch_forecast(
+    data: str, model: str, registry_uri: str, start: str, end: str, out_csv: str, settings: Settings
+) -> dict[str, Any]:
+    """Forecast every sensor in ``data`` for every daily origin in [start, end] into a CSV; returns its metadata."""
+    from cityscale.forecasting.batch import batch_forecast as run_batch
+
+    uri, version = registry.resolve(model, registry_uri, settings.model_name)
+    frame, skipped = run_batch(data, Forecaster.load(uri, version), start, end, settings.min_history_fraction)
+    frame.to_csv(out_csv, index=False, float_format="%.2f", date_format="%Y-%m-%dT%H:%M:%S")
+    return {"model_version": version, "rows": len(frame), "pairs_skipped": skipped}
+
+
+def monitor(store_uri: str, registry_uri: str, as_of: str, html_out: str, markdown_out: str, settings: Settings) -> Any:
+    """Score served forecasts, check drift and outages, write the reports; returns the ``MonitoringResult``."""
+    from cityscale.monitoring import report
+    from cityscale.monitoring.run import monitor as run_monitor
+
+    result = run_monitor(store_uri, settings, registry_uri, pd.Timestamp(as_of) if as_of else None)
+    Path(html_out).write_text(report.to_html(result))
+    Path(markdown_out).write_text(report.to_markdown(result))
+    return result

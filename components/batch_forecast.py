@@ -18,14 +18,9 @@ def batch_forecast(data: str, model: str, registry_uri: str, start: str, end: st
     Returns:
         The number of forecast rows (sensor, origin, target_time, p10, p50, p90) written.
     """
-    from cityscale import registry
+    from cityscale import steps
     from cityscale.config import Settings
-    from cityscale.forecasting.batch import batch_forecast as run
-    from cityscale.forecasting.forecaster import Forecaster
 
-    settings = Settings()
-    uri, version = registry.resolve(model, registry_uri, settings.model_name)
-    frame, skipped = run(data, Forecaster.load(uri, version), start, end, settings.min_history_fraction)
-    frame.to_csv(forecasts.path, index=False, float_format="%.2f", date_format="%Y-%m-%dT%H:%M:%S")
-    forecasts.metadata.update({"model_version": version, "rows": len(frame), "pairs_skipped": skipped})
-    return len(frame)
+    info = steps.batch_forecast(data, model, registry_uri, start, end, forecasts.path, Settings())
+    forecasts.metadata.update(info)
+    return info["rows"]

@@ -22,7 +22,7 @@ def deploy(version: str, registry_uri: str, target: str) -> str:
 
     settings = Settings()
     if target == "local":
-        return steps.deploy_local(version, registry_uri, settings.model_name)
+        return steps.deploy_local(version, registry_uri, settings)
     if target == "kserve":
         from serving.rollout import deploy_to_kserve
 

@@ -28,19 +28,11 @@ def evaluate(
     Returns:
         Whether the candidate beats the best baseline and the production model (the deploy gate).
     """
-    import json
-
     from cityscale import steps
     from cityscale.config import Settings
 
-    settings = Settings()
-    result = steps.evaluate(raw.path, model.path, test_start, test_end, registry_uri, settings.model_name, settings)
+    result = steps.evaluate(raw.path, model.path, test_start, test_end, registry_uri, Settings())
+    steps.write_evaluation(result, report.path, html_report.path, evaluation.path)
     for key, value in result.metrics.items():
         metrics.log_metric(key, round(float(value), 6))
-    with open(report.path, "w") as fh:
-        fh.write(result.to_markdown())
-    with open(html_report.path, "w") as fh:
-        fh.write(result.to_html())
-    with open(evaluation.path, "w") as fh:
-        json.dump({"passed": result.passed, "reason": result.reason, "metrics": result.metrics}, fh, indent=2)
     return result.passed

@@ -19,11 +19,9 @@ def build_features(raw: Input[Dataset], test_start: str, examples: Output[Datase
 
     from cityscale import steps
     from cityscale.config import Settings
-    from cityscale.features.training_set import validate_training_set
 
-    settings = Settings()
-    n = steps.build_features(raw.path, test_start, examples.path, settings)
-    schema = validate_training_set(examples.path, settings.input_window, settings.horizon)
+    schema = steps.build_features(raw.path, test_start, examples.path, Settings())
+    n = schema["n_examples"]
     examples.metadata["n_examples"] = n
     examples.metadata["feature_backend"] = schema["backend"]
     examples.metadata["spec_version"] = schema["spec_version"]

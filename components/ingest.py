@@ -28,8 +28,9 @@ def ingest(
     Returns:
         The number of raw rows in the data window.
     """
-    from cityscale.ingestion.run import ingest_step
+    from cityscale import steps
+    from cityscale.config import Settings
 
-    stats = ingest_step(mode, source, store_uri, start, end, raw.path, quality_report.path)
+    stats = steps.ingest(mode, source, store_uri, start, end, raw.path, quality_report.path, Settings())
     raw.metadata.update(stats)
     return int(stats["rows"])

@@ -30,21 +30,14 @@ def monitor(
     Returns:
         Whether to retrain (the condition of the pipeline's retraining branch).
     """
-    import pandas as pd
-
+    from cityscale import steps
     from cityscale.config import Settings
-    from cityscale.monitoring import report as monitoring_report
-    from cityscale.monitoring.run import monitor as run_monitor
 
     settings = Settings(
         monitor_window_days=window_days, monitor_retrain_wape=retrain_wape, monitor_psi_threshold=psi_threshold
     )
-    result = run_monitor(store_uri, settings, registry_uri, pd.Timestamp(as_of) if as_of else None)
+    result = steps.monitor(store_uri, registry_uri, as_of, report.path, summary.path, settings)
     for key, value in result.metrics().items():
         metrics.log_metric(key, round(value, 6))
     metrics.log_metric("retrain", float(result.retrain))
-    with open(report.path, "w") as fh:
-        fh.write(monitoring_report.to_html(result))
-    with open(summary.path, "w") as fh:
-        fh.write(monitoring_report.to_markdown(result))
     return result.retrain

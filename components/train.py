@@ -42,23 +42,16 @@ def train(
     from cityscale import steps
     from cityscale.config import Settings
 
-    settings = Settings(max_epochs=max_epochs)
-    if mode == "local":
-        contract = steps.train(examples.path, model.path, settings)
-    elif mode == "trainjob":
-        from cityscale.training.trainjob import train_on_cluster
-
-        contract = train_on_cluster(
-            examples.uri,
-            model.path,
-            settings,
-            output_uri=model.uri.rstrip("/") + "-trainjob",  # per run and task: a retried step resumes here
-            num_nodes=num_nodes,
-            gpus_per_node=gpus_per_node,
-            max_epochs=max_epochs,
-            task_config=task_config,
-        )
-    else:
-        raise ValueError(f"train mode {mode!r} is not supported: use 'local' or 'trainjob'")
+    contract = steps.train(
+        examples.path,
+        model.path,
+        Settings(max_epochs=max_epochs),
+        mode=mode,
+        examples_uri=examples.uri,
+        output_uri=model.uri.rstrip("/") + "-trainjob",  # per run and task: a retried TrainJob resumes here
+        num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node,
+        task_config=task_config,
+    )
     model.metadata.update({"framework": "pytorch", "val_loss": contract.val_loss, "horizon": contract.horizon})
     return contract.val_loss

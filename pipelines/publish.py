@@ -69,7 +69,7 @@ _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-class DeployError(RuntimeError):
+class PublishError(RuntimeError):
     """A deploy that cannot go on; the message says what failed and what to do about it."""
 
 
@@ -112,7 +112,7 @@ class Schedules:
 
 
 @dataclass(frozen=True)
-class DeployConfig:
+class PublishConfig:
     """Everything one deploy needs; ``from_env`` reads the documented environment variables."""
 
     git_sha: str
@@ -128,7 +128,7 @@ class DeployConfig:
 
 
 @dataclass
-class DeployResult:
+class PublishResult:
     """What deploy did (or, in a dry run, would do), for callers and tests."""
 
     pipelines: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # key -> (id, version id)
@@ -140,11 +140,11 @@ def load_pipeline_config(path: Path, *, required: bool = True) -> dict[str, Any]
     """The terraform ``pipeline_config`` output written by ``make infra-apply``."""
     if not path.is_file():
         if required:
-            raise DeployError(f"missing {path}: run `make infra-apply ENV=...` (or set PIPELINE_CONFIG=<file>)")
+            raise PublishError(f"missing {path}: run `make infra-apply ENV=...` (or set PIPELINE_CONFIG=<file>)")
         return {}
     config = json.loads(path.read_text())
     if not isinstance(config, dict):
-        raise DeployError(f"{path} is not a JSON object (expected `terraform output -json pipeline_config`)")
+        raise PublishError(f"{path} is not a JSON object (expected `terraform output -json pipeline_config`)")
     return config
 
 
@@ -163,7 +163,7 @@ def load_schedules(path: Path, context: dict[str, Any], *, strict: bool = True) 
             try:
                 return template.substitute(values)
             except KeyError as exc:
-                raise DeployError(
+                raise PublishError(
                     f"{path}: {where} uses ${{{exc.args[0]}}}, which is not a key of the pipeline config "
                     f"(known: {', '.join(sorted(values))})"
                 ) from None
@@ -176,7 +176,7 @@ def load_schedules(path: Path, context: dict[str, Any], *, strict: bool = True) 
     raw = yaml.safe_load(path.read_text()) or {}
     unknown_top = set(raw) - {"experiment", "defaults", "recurring_runs"}
     if unknown_top or "experiment" not in raw:
-        raise DeployError(
+        raise PublishError(
             f"{path}: expected keys experiment, defaults, recurring_runs (unknown: {sorted(unknown_top)})"
         )
     defaults = render(raw.get("defaults") or {}, "defaults")
@@ -187,19 +187,19 @@ def load_schedules(path: Path, context: dict[str, Any], *, strict: bool = True) 
         unknown = set(merged) - fields
         missing = {"name", "pipeline", "cron"} - set(merged)
         if unknown or missing:
-            raise DeployError(
+            raise PublishError(
                 f"{path}: recurring_runs[{i}] has unknown keys {sorted(unknown)} / lacks {sorted(missing)}"
             )
         cron = str(merged["cron"])
         if len(cron.split()) != 6:
-            raise DeployError(
+            raise PublishError(
                 f"{path}: {merged['name']}: cron {cron!r} must have 6 fields (seconds first, as KFP's "
                 "robfig/cron expects), e.g. '0 10 * * * *' for 10 past every hour"
             )
         runs.append(RecurringRunSpec(**merged))
     names = [r.name for r in runs]
     if len(names) != len(set(names)):
-        raise DeployError(f"{path}: recurring run names must be unique (they are how deploy finds them): {names}")
+        raise PublishError(f"{path}: recurring run names must be unique (they are how deploy finds them): {names}")
     return Schedules(experiment=render(raw["experiment"], "experiment"), runs=tuple(runs))
 
 
@@ -269,7 +269,7 @@ def compile_pipelines(out_dir: Path, image: str) -> list[Path]:
     anything in this process imports them.
     """
     if "components" in sys.modules and image != sys.modules["components"].IMAGE:
-        raise DeployError(f"components were imported with image {sys.modules['components'].IMAGE}, not {image}")
+        raise PublishError(f"components were imported with image {sys.modules['components'].IMAGE}, not {image}")
     os.environ["CITYSCALE_IMAGE"] = image
     from cityscale.config import get_settings
 
@@ -295,13 +295,13 @@ def _api_message(exc: kfp_server_api.ApiException) -> str:
 
 @contextmanager
 def _api(what: str) -> Iterator[None]:
-    """Turn a failed KFP API call into a DeployError that says which call failed and the server's words."""
+    """Turn a failed KFP API call into a PublishError that says which call failed and the server's words."""
     try:
         yield
     except kfp_server_api.ApiException as exc:
-        raise DeployError(f"KFP API error while {what}: HTTP {exc.status} {exc.reason}: {_api_message(exc)}") from exc
+        raise PublishError(f"KFP API error while {what}: HTTP {exc.status} {exc.reason}: {_api_message(exc)}") from exc
     except urllib3.exceptions.HTTPError as exc:
-        raise DeployError(f"cannot reach the KFP API while {what}: {exc}") from exc
+        raise PublishError(f"cannot reach the KFP API while {what}: {exc}") from exc
 
 
 def connect(host: str, token: str = "", namespace: str = "", timeout_s: float = 10.0) -> kfp.Client:
@@ -317,9 +317,9 @@ def connect(host: str, token: str = "", namespace: str = "", timeout_s: float = 
             pass
     except urllib.error.HTTPError as exc:
         hint = " (check KFP_TOKEN)" if exc.code in (401, 403) else ""
-        raise DeployError(f"KFP API at {host} answered {url} with HTTP {exc.code} {exc.reason}{hint}") from exc
+        raise PublishError(f"KFP API at {host} answered {url} with HTTP {exc.code} {exc.reason}{hint}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise DeployError(
+        raise PublishError(
             f"KFP API at {host} is not reachable ({exc}). Start a port-forward, e.g. "
             "`kubectl -n cityscale port-forward svc/ml-pipeline 8888:8888`, and set KFP_HOST=http://localhost:8888"
         ) from exc
@@ -381,15 +381,15 @@ def _differences(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     return [k for k in desired if current[k] != desired[k] and not (k in _SERVER_DEFAULTED and not desired[k])]
 
 
-class Deployer:
-    """Applies one DeployConfig through a ``kfp.Client`` (None: offline dry run, nothing is contacted)."""
+class Publisher:
+    """Applies one PublishConfig through a ``kfp.Client`` (None: offline dry run, nothing is contacted)."""
 
-    def __init__(self, config: DeployConfig, client: kfp.Client | None, log: Log = print) -> None:
+    def __init__(self, config: PublishConfig, client: kfp.Client | None, log: Log = print) -> None:
         self.config = config
         self.client = client
         self.log = log
         self.dry = config.dry_run
-        self.result = DeployResult()
+        self.result = PublishResult()
 
     def say(self, message: str) -> None:
         self.log(f"{PREFIX} {message}")
@@ -403,7 +403,7 @@ class Deployer:
         """(pipeline id, version id holding this commit); None where a dry run would create it."""
         sha, client = self.config.git_sha, self.client
         label = f"pipeline {pipeline.name}"
-        if client is None:  # offline dry run: the plan printed by deploy() says it all
+        if client is None:  # offline dry run: the plan printed by publish() says it all
             self.act("upload", f"pipeline-version {pipeline.name}@{sha}")
             return None, None
         with _api(f"looking up {label}"):
@@ -422,7 +422,7 @@ class Deployer:
                 )
             latest = self._latest_version(created.pipeline_id)
             if latest is None:
-                raise DeployError(f"KFP created {label} ({created.pipeline_id}) but lists no version of it")
+                raise PublishError(f"KFP created {label} ({created.pipeline_id}) but lists no version of it")
             return created.pipeline_id, latest.pipeline_version_id
 
         with _api(f"listing versions of {label}"):
@@ -431,7 +431,7 @@ class Deployer:
         if named:
             remote = _spec_from_api(named[0].pipeline_spec)
             if remote is not None and remote != pipeline.spec:
-                raise DeployError(
+                raise PublishError(
                     f"{label} already has a version {sha} with a different spec: versions are named by commit, "
                     "so commit your change (or set GIT_SHA) and deploy again"
                 )
@@ -548,15 +548,15 @@ class Deployer:
         self.say(f"{label}: created ({created.recurring_run_id})")
 
 
-def deploy(config: DeployConfig, client: kfp.Client | None = None, log: Log = print) -> DeployResult:
+def publish(config: PublishConfig, client: kfp.Client | None = None, log: Log = print) -> PublishResult:
     """Print the plan, then upload the pipelines and apply the recurring runs (see the module docstring).
 
     ``client`` None means: connect to ``config.host``, or, in a dry run without a host, stay offline.
-    Raises DeployError with an actionable message; nothing after the failing call is attempted.
+    Raises PublishError with an actionable message; nothing after the failing call is attempted.
     """
     pipelines = load_compiled(config.compiled_dir)
     if not pipelines:
-        raise DeployError(f"no compiled pipelines in {config.compiled_dir}: run with --compile (make deploy)")
+        raise PublishError(f"no compiled pipelines in {config.compiled_dir}: run with --compile (make deploy)")
     context = {**config.pipeline_config, "ENV": config.env, "GIT_SHA": config.git_sha}
     schedules = load_schedules(
         config.schedules_path, context, strict=bool(config.pipeline_config) or not config.dry_run
@@ -580,7 +580,7 @@ def deploy(config: DeployConfig, client: kfp.Client | None = None, log: Log = pr
         ]
         runnable.append(run)
     if problems:
-        raise DeployError("the deploy plan is invalid:\n  " + "\n  ".join(problems))
+        raise PublishError("the deploy plan is invalid:\n  " + "\n  ".join(problems))
 
     mode = "DRY RUN, nothing will change" if config.dry_run else "applying"
     where = config.host or "(no KFP_HOST: offline plan)"
@@ -611,26 +611,26 @@ def deploy(config: DeployConfig, client: kfp.Client | None = None, log: Log = pr
     if client is None and config.host:
         client = connect(config.host, config.token, config.namespace)
     elif client is None and not config.dry_run:
-        raise DeployError("KFP_HOST is required (e.g. http://localhost:8888 via a port-forward), or set DRY_RUN=1")
+        raise PublishError("KFP_HOST is required (e.g. http://localhost:8888 via a port-forward), or set DRY_RUN=1")
 
-    deployer = Deployer(config, client, log)
+    publisher = Publisher(config, client, log)
     for key, pipeline in pipelines.items():
-        deployer.result.pipelines[key] = deployer.ensure_pipeline(pipeline)
-    experiment_id = deployer.ensure_experiment(schedules.experiment)
-    deployer.result.experiment_id = experiment_id
+        publisher.result.pipelines[key] = publisher.ensure_pipeline(pipeline)
+    experiment_id = publisher.ensure_experiment(schedules.experiment)
+    publisher.result.experiment_id = experiment_id
     for run in runnable:
-        pipeline_id, version_id = deployer.result.pipelines[run.pipeline]
-        deployer.ensure_recurring_run(run, experiment_id, pipeline_id, version_id)
-    deployer.result.actions += [f"skip recurring-run {run.name}" for run in skipped]
+        pipeline_id, version_id = publisher.result.pipelines[run.pipeline]
+        publisher.ensure_recurring_run(run, experiment_id, pipeline_id, version_id)
+    publisher.result.actions += [f"skip recurring-run {run.name}" for run in skipped]
     counts: dict[str, int] = {}
-    for action in deployer.result.actions:
+    for action in publisher.result.actions:
         verb = action.rsplit(" ", 2)[0] if action.startswith("would ") else action.split(" ", 1)[0]
         counts[verb] = counts.get(verb, 0) + 1
     log(
         f"{PREFIX} {'dry run done' if config.dry_run else 'done'}: "
         + ", ".join(f"{n} {verb}" for verb, n in counts.items())
     )
-    return deployer.result
+    return publisher.result
 
 
 def _truthy(value: str | None) -> bool:
@@ -660,9 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if not git_sha:
-            raise DeployError("GIT_SHA is required (make deploy sets it from `git rev-parse --short=12 HEAD`)")
+            raise PublishError("GIT_SHA is required (make deploy sets it from `git rev-parse --short=12 HEAD`)")
         if not registry and not dry_run:
-            raise DeployError(
+            raise PublishError(
                 "REGISTRY is required: the pipelines must run $REGISTRY/cityscale:$GIT_SHA "
                 "(make deploy reads it from build/terraform/$ENV.helmfile-values.json)"
             )
@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         from cityscale.config import Settings
 
         settings = Settings()
-        config = DeployConfig(
+        config = PublishConfig(
             git_sha=git_sha,
             compiled_dir=args.compiled_dir,
             schedules_path=args.schedules,
@@ -688,8 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if dry_run and not config.pipeline_config:
             print(f"{PREFIX} note: {config_path} is missing, ${{...}} placeholders stay unresolved in this dry run")
-        deploy(config)
-    except DeployError as exc:
+        publish(config)
+    except PublishError as exc:
         print(f"{PREFIX} ERROR: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -49,7 +49,7 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     workdir = tmp_path_factory.mktemp("trained")
     settings = Settings(workdir=workdir, max_epochs=8)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", settings=settings)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     origins = origin_grid(panel.index[0], pd.Timestamp("2022-09-01"), 6)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)

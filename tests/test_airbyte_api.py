@@ -16,10 +16,11 @@ import pytest
 from cityscale import raw_zone
 from cityscale.config import Settings
 from cityscale.ingestion import apply as airbyte_apply
-from cityscale.ingestion import connectors, replay, server
+from cityscale.ingestion import connectors, server
 from cityscale.ingestion.quality import clean_and_check
 from cityscale.ingestion.run import ingest
 from cityscale.schema import RAW_KEY
+from tests.fixtures import melbourne_portal as replay
 from tests.fixtures.airbyte.airbyte_api_standin import AirbyteStandIn, serve
 
 ENV = {

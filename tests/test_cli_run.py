@@ -16,8 +16,9 @@ from pipelines.cli import next_forecast
 def two_cities(tmp_path_factory) -> pd.DataFrame:
     """`raw_zone.sensors()` of a real raw zone as after `make train-full`: Melbourne ends in 2022, Auckland in 2026."""
     store = str(tmp_path_factory.mktemp("store"))
-    ingest_snapshot(get_settings().sample_data, store)
-    ingest_snapshot(AKL_PACKAGE, store)
+    settings = get_settings()
+    ingest_snapshot(settings.sample_data, store, settings=settings)
+    ingest_snapshot(AKL_PACKAGE, store, settings=settings)
     return raw_zone.sensors(store)
 
 

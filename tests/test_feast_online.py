@@ -26,7 +26,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     """A raw zone (real sample, 2022) with its Feast store built and materialized at the freshness hour."""
     workdir = tmp_path_factory.mktemp("feast_online")
     settings = Settings(workdir=workdir)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", settings=settings)
     backend = FeastBackend(settings)
     computer = FeatureComputer(settings.resolved_store_uri)
     info = backend.materialize_latest(computer)

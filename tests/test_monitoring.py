@@ -60,7 +60,7 @@ def snaive_batch(wide: pd.DataFrame, origin: pd.Timestamp, horizon: int = 24) ->
 def store(tmp_path_factory) -> str:
     """A raw zone of Jun-Aug 2022 (real counts) and a forecast log of 6-hourly seasonal-naive forecasts."""
     uri = str(tmp_path_factory.mktemp("monitoring") / "store")
-    ingest_snapshot(SETTINGS.sample_data, uri, start="2022-06-01", end="2022-09-01")
+    ingest_snapshot(SETTINGS.sample_data, uri, start="2022-06-01", end="2022-09-01", settings=SETTINGS)
     wide = raw_zone.read(uri).pivot_table(index="timestamp_local", columns="sensor_id", values="count")
     served = pd.Timestamp.now(tz="UTC")
     frames = [batch_rows(snaive_batch(wide, o), "0001", served) for o in pd.date_range("2022-08-22", AS_OF, freq="6h")]
@@ -378,7 +378,7 @@ def test_cli_monitor_and_report_render_a_self_contained_page(store, tmp_path) ->
 
 def test_report_marks_outages_and_renders_without_scored_forecasts(tmp_path) -> None:
     uri = str(tmp_path / "store")
-    ingest_snapshot(SETTINGS.sample_data, uri, start="2022-08-01", end="2022-09-01")
+    ingest_snapshot(SETTINGS.sample_data, uri, start="2022-08-01", end="2022-09-01", settings=SETTINGS)
     result = compute(uri, SETTINGS, as_of=AS_OF)  # no forecast log at all
     assert result.summary["n_hours"] == 0 and not result.retrain
     check_report(to_html(result))

@@ -28,9 +28,9 @@ import kfp_server_api
 import pytest
 import yaml
 
-from pipelines import deploy as deploy_mod
+from pipelines import publish as publish_mod
 from pipelines.compile import PIPELINES
-from pipelines.publish import DeployConfig, DeployError, deploy
+from pipelines.publish import PublishConfig, PublishError, publish
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "pipelines" / "compiled"
@@ -400,7 +400,7 @@ def compiled_for(tmp_path: Path, sha: str) -> Path:
     return out
 
 
-def config_for(tmp_path: Path, host: str, sha: str = "abc123def456", **overrides: Any) -> DeployConfig:
+def config_for(tmp_path: Path, host: str, sha: str = "abc123def456", **overrides: Any) -> PublishConfig:
     compiled = tmp_path / f"compiled-{sha}"
     values = dict(
         git_sha=sha,
@@ -412,7 +412,7 @@ def config_for(tmp_path: Path, host: str, sha: str = "abc123def456", **overrides
         expected_image=f"{REGISTRY}/cityscale:{sha}",
     )
     values.update(overrides)
-    return DeployConfig(**values)
+    return PublishConfig(**values)
 
 
 def runs_by_name(api: KfpApiStandIn) -> dict[str, kfp_server_api.V2beta1RecurringRun]:
@@ -425,7 +425,7 @@ PIPELINE_NAMES = {pipeline.name for pipeline in PIPELINES.values()}  # every com
 
 
 def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path, standin, capsys) -> None:
-    result = deploy(config_for(tmp_path, standin.url))
+    result = publish(config_for(tmp_path, standin.url))
 
     assert {p.display_name for p in standin.pipelines.values()} == PIPELINE_NAMES
     assert len(standin.calls("POST", "/apis/v2beta1/pipelines/upload")) == len(PIPELINE_NAMES)
@@ -462,7 +462,7 @@ def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path,
 
 def test_a_schedule_whose_pipeline_is_not_compiled_is_skipped(tmp_path, standin, capsys) -> None:
     (compiled_for(tmp_path, "abc123def456") / "monitoring.yaml").unlink()
-    result = deploy(config_for(tmp_path, standin.url))
+    result = publish(config_for(tmp_path, standin.url))
 
     assert set(runs_by_name(standin)) == {"cityscale-ingestion-hourly", "cityscale-training-weekly"}
     out = capsys.readouterr().out
@@ -471,11 +471,11 @@ def test_a_schedule_whose_pipeline_is_not_compiled_is_skipped(tmp_path, standin,
 
 
 def test_second_deploy_of_the_same_commit_changes_nothing(tmp_path, standin) -> None:
-    deploy(config_for(tmp_path, standin.url))
+    publish(config_for(tmp_path, standin.url))
     before = {rid: r.pipeline_version_reference.pipeline_version_id for rid, r in standin.recurring_runs.items()}
     mark = standin.mark()
 
-    result = deploy(config_for(tmp_path, standin.url))
+    result = publish(config_for(tmp_path, standin.url))
 
     assert standin.writes_since(mark) == [], "an idempotent deploy only reads"
     assert {
@@ -486,11 +486,11 @@ def test_second_deploy_of_the_same_commit_changes_nothing(tmp_path, standin) -> 
 
 
 def test_a_new_commit_uploads_a_version_named_by_sha_and_repoints_the_runs(tmp_path, standin, capsys) -> None:
-    deploy(config_for(tmp_path, standin.url, sha="abc123def456"))
+    publish(config_for(tmp_path, standin.url, sha="abc123def456"))
     old_ids = set(standin.recurring_runs)
     mark = standin.mark()
 
-    result = deploy(config_for(tmp_path, standin.url, sha="0123456789ab"))
+    result = publish(config_for(tmp_path, standin.url, sha="0123456789ab"))
 
     uploads = [r for r in standin.writes_since(mark) if r.path == "/apis/v2beta1/pipelines/upload_version"]
     assert sorted(r.query["name"] for r in uploads) == ["0123456789ab"] * len(PIPELINE_NAMES)
@@ -510,7 +510,7 @@ def test_a_new_commit_uploads_a_version_named_by_sha_and_repoints_the_runs(tmp_p
 
 
 def test_a_changed_schedule_recreates_only_that_run(tmp_path, standin, capsys) -> None:
-    deploy(config_for(tmp_path, standin.url))
+    publish(config_for(tmp_path, standin.url))
     kept = runs_by_name(standin)["cityscale-training-weekly"].recurring_run_id
     changed = runs_by_name(standin)["cityscale-ingestion-hourly"].recurring_run_id
     schedules = tmp_path / "schedules.yaml"
@@ -519,7 +519,7 @@ def test_a_changed_schedule_recreates_only_that_run(tmp_path, standin, capsys) -
     )
     mark = standin.mark()
 
-    deploy(config_for(tmp_path, standin.url, schedules_path=schedules))
+    publish(config_for(tmp_path, standin.url, schedules_path=schedules))
 
     runs = runs_by_name(standin)
     assert runs["cityscale-training-weekly"].recurring_run_id == kept
@@ -535,20 +535,20 @@ def test_a_changed_schedule_recreates_only_that_run(tmp_path, standin, capsys) -
 
 
 def test_a_run_paused_by_hand_is_re_enabled_by_the_repo_definition(tmp_path, standin) -> None:
-    deploy(config_for(tmp_path, standin.url))
+    publish(config_for(tmp_path, standin.url))
     run = runs_by_name(standin)["cityscale-training-weekly"]
     run.mode = "DISABLE"
 
-    deploy(config_for(tmp_path, standin.url))
+    publish(config_for(tmp_path, standin.url))
 
     assert runs_by_name(standin)["cityscale-training-weekly"].mode == "ENABLE"
 
 
 def test_dry_run_against_the_server_only_reads_and_says_what_would_change(tmp_path, standin, capsys) -> None:
-    deploy(config_for(tmp_path, standin.url))
+    publish(config_for(tmp_path, standin.url))
     mark = standin.mark()
 
-    result = deploy(config_for(tmp_path, standin.url, sha="0123456789ab", dry_run=True))
+    result = publish(config_for(tmp_path, standin.url, sha="0123456789ab", dry_run=True))
 
     assert standin.writes_since(mark) == []
     assert "would upload pipeline-version cityscale-training@0123456789ab" in result.actions
@@ -566,7 +566,7 @@ def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, cap
     monkeypatch.setenv("GIT_SHA", "abc123def456")
     monkeypatch.setenv("REGISTRY", REGISTRY)
 
-    rc = deploy_mod.main(["--compiled-dir", str(compiled), "--pipeline-config", str(config)])
+    rc = publish_mod.main(["--compiled-dir", str(compiled), "--pipeline-config", str(config)])
 
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -580,8 +580,8 @@ def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, cap
 
 def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypatch, capsys) -> None:
     standin.fail("POST", "/apis/v2beta1/recurringruns", 500, "scheduledworkflow CRD is not installed")
-    with pytest.raises(DeployError) as error:
-        deploy(config_for(tmp_path, standin.url))
+    with pytest.raises(PublishError) as error:
+        publish(config_for(tmp_path, standin.url))
     message = str(error.value)
     assert "while creating recurring run cityscale-ingestion-hourly" in message
     assert "HTTP 500" in message and "scheduledworkflow CRD is not installed" in message
@@ -595,7 +595,7 @@ def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypat
     monkeypatch.setenv("REGISTRY", REGISTRY)
     monkeypatch.delenv("DRY_RUN", raising=False)
     args = ["--compiled-dir", str(compiled_for(tmp_path, "fedcba987654")), "--pipeline-config", str(config)]
-    assert deploy_mod.main(args) == 1
+    assert publish_mod.main(args) == 1
     err = capsys.readouterr().err
     assert "deploy: ERROR: KFP API error while uploading version fedcba987654 of pipeline cityscale-" in err
     assert "HTTP 403" in err and "user is not authorized to upload" in err
@@ -604,20 +604,20 @@ def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypat
 def test_an_unreachable_endpoint_says_how_to_reach_it(tmp_path) -> None:
     with KfpApiStandIn() as api:
         url = api.url  # a loopback port that is closed once the stand-in stops
-    with pytest.raises(DeployError, match="not reachable.*port-forward svc/ml-pipeline"):
-        deploy(config_for(tmp_path, url))
+    with pytest.raises(PublishError, match="not reachable.*port-forward svc/ml-pipeline"):
+        publish(config_for(tmp_path, url))
 
 
 def test_a_version_of_this_commit_with_other_content_is_refused(tmp_path, standin) -> None:
-    deploy(config_for(tmp_path, standin.url, sha="abc123def456"))
-    deploy(config_for(tmp_path, standin.url, sha="0123456789ab"))
+    publish(config_for(tmp_path, standin.url, sha="abc123def456"))
+    publish(config_for(tmp_path, standin.url, sha="0123456789ab"))
     (tmp_path / "dirty").mkdir()
     dirty = compiled_for(tmp_path / "dirty", "0123456789ab")
     path = dirty / "ingestion.yaml"
     path.write_text(path.read_text().replace("Ingest counts", "Ingest counts (edited)"))
 
-    with pytest.raises(DeployError, match="already has a version 0123456789ab with a different spec"):
-        deploy(config_for(tmp_path, standin.url, sha="0123456789ab", compiled_dir=dirty))
+    with pytest.raises(PublishError, match="already has a version 0123456789ab with a different spec"):
+        publish(config_for(tmp_path, standin.url, sha="0123456789ab", compiled_dir=dirty))
 
 
 @pytest.mark.parametrize(
@@ -637,14 +637,14 @@ def test_an_invalid_plan_fails_before_any_request(tmp_path, standin, edit, expec
     assert edit[0] in text
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(text.replace(edit[0], edit[1], 1))
-    with pytest.raises(DeployError, match=expected):
-        deploy(config_for(tmp_path, standin.url, schedules_path=schedules))
+    with pytest.raises(PublishError, match=expected):
+        publish(config_for(tmp_path, standin.url, schedules_path=schedules))
     assert standin.requests == []
 
 
 def test_pipelines_compiled_with_another_image_are_refused(tmp_path, standin) -> None:
-    with pytest.raises(DeployError, match="runs \\['cityscale:dev'\\]"):
-        deploy(config_for(tmp_path, standin.url, compiled_dir=COMMITTED))
+    with pytest.raises(PublishError, match="runs \\['cityscale:dev'\\]"):
+        publish(config_for(tmp_path, standin.url, compiled_dir=COMMITTED))
     assert standin.requests == []
 
 

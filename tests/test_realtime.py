@@ -29,10 +29,11 @@ from cityscale import raw_zone
 from cityscale.config import Settings
 from cityscale.features.compute import FeatureComputer
 from cityscale.features.feast_backend import FeastBackend
-from cityscale.features.server import RunningServer as FeatureServer
-from cityscale.features.server import local_feature_server, stop
+from cityscale.features.server import local_feature_server
 from cityscale.features.spec import SPEC
 from cityscale.ingestion.run import ingest_snapshot
+from cityscale.loopback import LoopbackServer as FeatureServer
+from cityscale.loopback import stop
 from cityscale.realtime.process import local_gateway, start_gateway
 from serving.local_server import RunningServer, local_model_server
 from tests.conftest import MELBOURNE_PCS, needs_shared_data
@@ -88,7 +89,7 @@ def gateway(stack_env: dict[str, str]) -> Iterator[dict[str, FeatureServer]]:
     try:
         yield holder
     finally:
-        stop(holder["gw"].process)
+        stop(holder["gw"])
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +269,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_count(gateway, stack_env, feat
     os.kill(gateway["gw"].process.pid, signal.SIGKILL)
     sender.join(TIMEOUT)
     gateway["gw"].process.wait(TIMEOUT)
+    stop(gateway["gw"])  # already dead: this only removes its temporary log
     gateway["gw"] = start_gateway(stack_env)  # replays the journal, commits it, re-pushes online rows
 
     assert requests.post(f"{gateway['gw'].url}/v1/commit", timeout=TIMEOUT).status_code == 200
@@ -330,7 +332,7 @@ def test_replay_of_real_counts_equals_a_batch_ingest(tmp_path: Path) -> None:
     part.to_parquet(data)
 
     batch = Settings(workdir=tmp_path / "batch")
-    ingest_snapshot(data, batch.resolved_store_uri)
+    ingest_snapshot(data, batch.resolved_store_uri, settings=batch)
     env = {
         "CITYSCALE_STORE_URI": str(tmp_path / "pushed"),
         "CITYSCALE_REALTIME_JOURNAL_DIR": str(tmp_path / "journal"),

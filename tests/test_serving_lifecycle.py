@@ -76,7 +76,7 @@ def test_rollout_and_rollback_over_the_registry(lifecycle, tmp_path: Path) -> No
         assert (version, versions) == ("0001", ["0001"])
 
         # Rollout: the deploy step promotes 0002 to production; a reload serves it without a restart.
-        steps.deploy_local("0002", registry_uri, name)
+        steps.deploy_local("0002", registry_uri, Settings(model_name=name))
         assert reload(server).status_code == 200
         version, versions, p50_v2 = served(server)
         assert (version, versions) == ("0002", ["0002"])
@@ -108,7 +108,7 @@ def test_promote_then_rollback_with_restarts(lifecycle, tmp_path: Path) -> None:
     """The plain path: promote 0002, restart -> 0002; ``registry.rollback`` -> 0001, restart -> 0001."""
     env, registry_uri = lifecycle
     name = Settings().model_name
-    steps.deploy_local("0002", registry_uri, name)
+    steps.deploy_local("0002", registry_uri, Settings(model_name=name))
     with local_model_server(env=env, log_dir=tmp_path) as server:
         assert served(server)[:2] == ("0002", ["0002"])
     assert registry.rollback(registry_uri, name) == "0001"

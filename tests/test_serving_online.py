@@ -21,8 +21,8 @@ import requests
 from cityscale.config import Settings
 from cityscale.features.compute import FeatureComputer
 from cityscale.features.feast_backend import FeastBackend
-from cityscale.features.server import RunningServer as FeatureServer
 from cityscale.features.server import local_feature_server
+from cityscale.loopback import LoopbackServer as FeatureServer
 from serving.local_server import RunningServer, local_model_server
 from tests.test_serving import (
     MODEL,

@@ -19,9 +19,7 @@ def _raw_file(trained_workdir, tmp_path) -> str:
 def test_gate_passes_a_trained_model_and_refuses_a_broken_one(trained_workdir, tmp_path) -> None:
     settings = Settings(workdir=tmp_path)
     raw = _raw_file(trained_workdir, tmp_path)
-    good = steps.evaluate(
-        raw, str(trained_workdir / "model"), "2022-09-15", "", str(tmp_path / "reg"), "cityscale", settings
-    )
+    good = steps.evaluate(raw, str(trained_workdir / "model"), "2022-09-15", "", str(tmp_path / "reg"), settings)
     assert good.passed, good.reason
     assert good.metrics["wape"] < good.metrics["mean4w_wape"]
     assert "PASSED" in good.to_markdown()
@@ -32,7 +30,7 @@ def test_gate_passes_a_trained_model_and_refuses_a_broken_one(trained_workdir, t
         (broken / f.name).write_bytes(f.read_bytes())
     state = torch.load(broken / WEIGHTS_FILE, weights_only=True)
     torch.save({k: torch.zeros_like(v) for k, v in state.items()}, broken / WEIGHTS_FILE)
-    bad = steps.evaluate(raw, str(broken), "2022-09-15", "", str(tmp_path / "reg"), "cityscale", settings)
+    bad = steps.evaluate(raw, str(broken), "2022-09-15", "", str(tmp_path / "reg"), settings)
     assert not bad.passed
     assert "FAILED" in bad.to_markdown()
 
@@ -42,7 +40,7 @@ def test_candidate_must_beat_production_a_tie_is_not_deployed(trained_workdir, t
     raw = _raw_file(trained_workdir, tmp_path)
     reg = str(trained_workdir / "registry")
     assert registry.get_alias(reg, "cityscale", "production") is not None
-    same = steps.evaluate(raw, str(trained_workdir / "model"), "2022-09-15", "", reg, "cityscale", settings)
+    same = steps.evaluate(raw, str(trained_workdir / "model"), "2022-09-15", "", reg, settings)
     assert "production" in same.result.summary.index
     assert same.result.summary.loc["production", "wape"] == same.result.summary.loc["model", "wape"]
     assert same.metrics["wape"] < same.metrics["mean4w_wape"]  # it beats the baselines ...
@@ -53,7 +51,7 @@ def test_features_keep_targets_out_of_the_test_period(trained_workdir, tmp_path)
     from cityscale.model.examples import Examples
 
     raw = _raw_file(trained_workdir, tmp_path)
-    n = steps.build_features(raw, "2022-08-01", str(tmp_path / "ex.npz"), Settings())
+    n = steps.build_features(raw, "2022-08-01", str(tmp_path / "ex.npz"), Settings())["n_examples"]
     ex = Examples.load(tmp_path / "ex.npz")
     assert len(ex) == n > 1000
     assert (pd.DatetimeIndex(ex.origins) + pd.Timedelta(hours=24) <= pd.Timestamp("2022-08-01")).all()

@@ -41,7 +41,7 @@ def examples_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight sensors of the bundled sample, Jan-Jun 2022, origins every 2 h."""
     work = tmp_path_factory.mktemp("train-dist")
     settings = Settings(workdir=work)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01")
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", settings=settings)
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     origins = origin_grid(panel.index[0], pd.Timestamp("2022-07-01"), 2)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)

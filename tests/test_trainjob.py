@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from cityscale import raw_zone
-from cityscale.config import Settings
+from cityscale.config import TRAINING_FIELDS, Settings
 from cityscale.ingestion.run import ingest_snapshot
 from cityscale.model.contract import ModelContract
 from cityscale.model.examples import cut_examples, origin_grid
@@ -328,7 +328,9 @@ def examples_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Two sensors of the bundled sample, Jan-Apr 2022, daily origins: a real, small Dataset (as a file:// URI)."""
     work = tmp_path_factory.mktemp("trainjob")
     settings = Settings(workdir=work)
-    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start="2022-01-01", end="2022-05-01")
+    ingest_snapshot(
+        settings.sample_data, settings.resolved_store_uri, start="2022-01-01", end="2022-05-01", settings=settings
+    )
     panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
     origins = origin_grid(panel.index[0], pd.Timestamp("2022-05-01"), 12)
     examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
@@ -352,7 +354,7 @@ def cpu_request(examples_uri: str, output_uri: str, name: str = "cityscale-train
     )
 
 
-def gpu_request(**overrides: Any) -> trainjob.TrainJobRequest:
+def gpu_request(settings: Settings | None = None, **overrides: Any) -> trainjob.TrainJobRequest:
     kwargs: dict[str, Any] = dict(
         name="cityscale-train-gpu",
         examples_uri="gs://bucket/run/features/examples",
@@ -362,7 +364,8 @@ def gpu_request(**overrides: Any) -> trainjob.TrainJobRequest:
         max_epochs=8,
     )
     kwargs.update(overrides)
-    return trainjob.request_from_settings(Settings(gpu_node_type="nvidia-h100-80gb"), **kwargs)
+    settings = (settings or Settings()).model_copy(update={"gpu_node_type": "nvidia-h100-80gb"})
+    return trainjob.request_from_settings(settings, **kwargs)
 
 
 def submitted(api: FakeTrainerApi) -> dict[str, Any]:
@@ -420,6 +423,64 @@ def test_task_config_passthrough_overrides_placement_and_resources() -> None:
     assert request.resources_per_node == {"cpu": "12", "memory": "48G", "gpu": 2}
     assert request.node_selector["pool"] == "train" and request.tolerations[0]["key"] == "dedicated"
     assert request.env["CITYSCALE_SEED"] == "7"
+
+
+# A valid value other than the default for every field training reads (test_training_settings.py checks the list).
+NON_DEFAULT_TRAINING: dict[str, Any] = {
+    "seed": 7,
+    "max_epochs": 3,
+    "batch_size": 96,
+    "learning_rate": 0.0123,
+    "hidden_size": 48,
+    "dropout": 0.25,
+    "volume_weighted_loss": True,
+    "quantiles": (0.05, 0.5, 0.95),
+    "model_members": ("mlp",),
+    "gbm_rounds": 17,
+    "gbm_num_leaves": 15,
+    "gbm_learning_rate": 0.07,
+    "gbm_max_examples": 1234,
+}
+
+
+def settings_from_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """``Settings()`` as a pod builds it: no CITYSCALE_* variable of this process, only the job's env."""
+    for var in list(os.environ):
+        if var.upper().startswith("CITYSCALE_"):
+            monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    return Settings()
+
+
+def non_default_request() -> tuple[Settings, trainjob.TrainJobRequest]:
+    assert set(NON_DEFAULT_TRAINING) == set(TRAINING_FIELDS), "give every training field a non-default value here"
+    settings = Settings(**NON_DEFAULT_TRAINING)
+    assert all(getattr(settings, f) != Settings.model_fields[f].default for f in TRAINING_FIELDS)
+    return settings, gpu_request(settings=settings, max_epochs=settings.max_epochs)
+
+
+def test_every_training_setting_reaches_the_pod_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's settings -> the request's env -> ``Settings()`` in the pod: equal on every training field."""
+    settings, request = non_default_request()
+    assert {f"CITYSCALE_{f.upper()}" for f in TRAINING_FIELDS} <= set(request.env)
+    pod = settings_from_env(request.env, monkeypatch)
+    assert {f: getattr(pod, f) for f in TRAINING_FIELDS} == {f: getattr(settings, f) for f in TRAINING_FIELDS}
+
+
+def test_the_submitted_trainjob_carries_every_training_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TrainJob the SDK sends to the API server: its trainer env holds each training field, parseable back."""
+    settings, request = non_default_request()
+    with FakeTrainerApi(scenario="stuck") as api:
+        api.client().train(**trainjob.sdk_arguments(request))
+        job = submitted(api)
+    env = {e["name"]: e["value"] for e in job["spec"]["trainer"]["env"]}
+    for field_name in TRAINING_FIELDS:
+        var = f"CITYSCALE_{field_name.upper()}"
+        assert var in env and env[var] == request.env.get(var), var
+    assert env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
+    pod = settings_from_env(env, monkeypatch)
+    assert {f: getattr(pod, f) for f in TRAINING_FIELDS} == {f: getattr(settings, f) for f in TRAINING_FIELDS}
 
 
 @pytest.mark.parametrize(

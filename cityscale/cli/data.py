@@ -31,7 +31,9 @@ def ingest(
         raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}")
     settings = get_settings()
     try:
-        result = run_ingest(mode, source, store or settings.resolved_store_uri, start or None, end or None, settings)
+        result = run_ingest(
+            mode, source, store or settings.resolved_store_uri, start or None, end or None, settings=settings
+        )
     except DataQualityError as exc:
         console.print(f"[red]data-quality errors, nothing written:[/] {exc}")
         raise typer.Exit(2) from exc

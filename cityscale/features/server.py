@@ -7,19 +7,13 @@ The server is Feast's own (``FeatureStore.serve``: gunicorn + FastAPI, ``POST /g
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
 from cityscale.config import Settings
+from cityscale.loopback import LoopbackServer, free_port, serve
 
 
 def serve_forever(settings: Settings, features_dir: str | Path, host: str, port: int, workers: int = 1) -> None:
@@ -41,22 +35,10 @@ def serve_forever(settings: Settings, features_dir: str | Path, host: str, port:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class RunningServer:
-    url: str
-    process: subprocess.Popen
-
-
 @contextmanager
 def local_feature_server(
     store_uri: str, features_dir: str | Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
-) -> Iterator[RunningServer]:
+) -> Iterator[LoopbackServer]:
     """``cityscale feature-server`` as a child process on a free loopback port; stopped on exit."""
     port = free_port()
     cmd = [
@@ -74,43 +56,5 @@ def local_feature_server(
         str(port),
         "--no-build",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"feature server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
-                )
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"feature server not healthy at {url} after {timeout_s:.0f} s")
-            time.sleep(0.2)
-        yield RunningServer(url, proc)
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    """Stop the server and its gunicorn workers (its own process group, started above)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=timeout_s)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait(timeout=timeout_s)
-    if proc.stderr:
-        proc.stderr.close()
+    with serve(cmd, url=f"http://127.0.0.1:{port}", name="feature server", env=env, timeout_s=timeout_s) as server:
+        yield server

@@ -98,7 +98,7 @@ def _land(long: pd.DataFrame, store_uri: str, report: QualityReport, settings: S
         report=report,
     )
     report.raise_for_errors()
-    return clean, raw_zone.upsert(store_uri, clean)
+    return clean, raw_zone.upsert(store_uri, clean, settings)
 
 
 def ingest_snapshot(
@@ -106,10 +106,10 @@ def ingest_snapshot(
     store_uri: str,
     start: str | None = None,
     end: str | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
 ) -> IngestResult:
     """Load, clean and check a snapshot, then upsert the [start, end) window into the raw zone."""
-    settings = settings or Settings()
     began = time.perf_counter()
     long, out_of_sequence = _load(source)
     read = len(long)
@@ -157,7 +157,8 @@ def ingest_embedded(
     store_uri: str,
     start: str | None = None,
     end: str | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
     config_overrides: dict | None = None,
 ) -> IngestResult:
     """Run a connector's manifest in-process and upsert what it read.
@@ -169,7 +170,6 @@ def ingest_embedded(
     from cityscale.ingestion import connectors, state
     from cityscale.ingestion.embedded import run_manifest
 
-    settings = settings or Settings()
     began = time.perf_counter()
     conn = connectors.load_connection(connector, settings)
     overrides = {**settings.airbyte_config_overrides.get(conn.key, {}), **(config_overrides or {})}
@@ -193,11 +193,10 @@ def ingest_embedded(
     return IngestResult(clean, report, written, "embedded", conn.key, counts.records, time.perf_counter() - began)
 
 
-def ingest_airbyte_server(connector: str, store_uri: str, settings: Settings | None = None) -> IngestResult:
+def ingest_airbyte_server(connector: str, store_uri: str, settings: Settings) -> IngestResult:
     """Sync the connector's connection on the Airbyte server, then upsert the files it landed."""
     from cityscale.ingestion import connectors, server, state
 
-    settings = settings or Settings()
     began = time.perf_counter()
     if not settings.airbyte_landing_uri:
         raise ValueError("CITYSCALE_AIRBYTE_LANDING_URI is not set (gs://<bucket>/<gcs_bucket_path>)")
@@ -237,41 +236,16 @@ def ingest(
     store_uri: str,
     start: str | None = None,
     end: str | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
 ) -> IngestResult:
     """The one entry point: ``source`` is a file/folder (snapshot) or a connector name (the others)."""
     if mode == "snapshot":
-        return ingest_snapshot(source, store_uri, start, end, settings)
+        return ingest_snapshot(source, store_uri, start, end, settings=settings)
     if mode == "embedded":
-        return ingest_embedded(str(source), store_uri, start, end, settings)
+        return ingest_embedded(str(source), store_uri, start, end, settings=settings)
     if mode == "airbyte-server":
         if start or end:
             raise ValueError("airbyte-server mode syncs the connection's own schedule window; start/end do not apply")
         return ingest_airbyte_server(str(source), store_uri, settings)
     raise ValueError(f"unknown ingest mode {mode!r}; expected one of {MODES}")
-
-
-def ingest_step(
-    mode: str, source: str, store_uri: str, start: str, end: str, raw_out: str, report_out: str
-) -> dict[str, object]:
-    """The pipeline's ingest step: ingest, then write the run's data window and the quality report.
-
-    Empty strings mean "default" (KFP parameters): snapshot of the bundled sample, the whole window.
-    """
-    settings = Settings()
-    mode = mode or settings.ingest_mode
-    if mode == "snapshot" and not source:
-        source = str(settings.sample_data)
-    result = ingest(mode, source, store_uri, start or None, end or None, settings)
-    window = raw_zone.read(store_uri, start=start or None, end=end or None)
-    window.to_parquet(raw_out, index=False)
-    Path(report_out).write_text(result.report.to_markdown())
-    return {
-        "mode": mode,
-        "rows": len(window),
-        "rows_landed": len(result.rows),
-        "sensors": int(window["sensor_id"].nunique()),
-        "artefacts_masked": result.report.daily_total_artefacts_masked,
-        "dst_gap_hours_dropped": result.report.dst_nonexistent_hours_dropped,
-        "warnings": len(result.report.warnings),
-    }

@@ -232,7 +232,7 @@ class Gateway:
                 segments = self.journal.rotate()
             rows = list(Journal.read(segments))
             if rows:
-                raw_zone.upsert(self.store_uri, rows_frame(rows))
+                raw_zone.upsert(self.store_uri, rows_frame(rows), self.settings)
             Journal.remove(segments)
             self.committed_rows += len(rows)
             with self._lock:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cityscale import raw_zone, registry
+from cityscale import raw_zone, steps
 from cityscale.config import Settings
-from cityscale.evaluation.backtest import BacktestResult, daily_origins, run_backtest
-from cityscale.evaluation.strong_baselines import backtest_baselines
+from cityscale.evaluation.backtest import BacktestResult
+from cityscale.evaluation.gate import metrics_of, score
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.ingestion.run import AKL_PACKAGE, ingest_snapshot
 from cityscale.model.examples import Examples, cut_examples, origin_grid
@@ -38,6 +38,11 @@ class TrainFullResult:
 
 
 def _examples(panel: Panel, settings: Settings) -> Examples:
+    """Every strided origin of the full history, cut straight from the panel.
+
+    The same arrays the feature platform builds (``tests/test_feast_training.py`` checks the two agree), without a
+    point-in-time join of 14 years of counts that would take longer than the training itself.
+    """
     origins = origin_grid(panel.index[0], panel.index[-1], settings.origin_stride_hours)
     return cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
 
@@ -51,6 +56,7 @@ def _before_holdout(examples: Examples, horizon: int) -> np.ndarray:
 
 
 def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> TrainFullResult:
+    """Ingest, select on the held-out months, retrain on everything, register: the pipeline's steps, in order."""
     store = settings.resolved_store_uri
     ingest_snapshot(melbourne, store, settings=settings)
     if auckland:
@@ -64,37 +70,16 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
     holdout: dict[str, BacktestResult] = {}
     metrics: dict[str, float] = {}
     for city, (start, end) in HOLDOUT.items():
-        rows = [i for i, c in enumerate(panel.cities) if c == city]
-        if not rows:
+        city_panel = panel.select_city(city)
+        if city_panel is None:
             continue
-        city_panel = Panel(panel.values[rows], panel.index, [panel.sensor_ids[i] for i in rows], [city] * len(rows))
-        baselines = backtest_baselines(city_panel, pd.Timestamp(start), list(settings.strong_baselines))
-        origins = daily_origins(start, end)
-        result = run_backtest(
-            city_panel, origins, {"model": candidate}, settings.horizon, settings.min_history_fraction, baselines
-        )
+        result = score(city_panel, {"model": candidate}, start, end, settings)
         holdout[city] = result
-        for method, row in result.summary.iterrows():
-            for key in ("wape", "mase", "coverage"):
-                if key in row and pd.notna(row[key]):
-                    metrics[f"{city}_{method}_{key}" if method != "model" else f"{city}_{key}"] = float(row[key])
+        metrics.update({f"{city}_{key}": value for key, value in metrics_of(result).items()})
 
     final_dir = work / "final"
-    contract = train_model(examples, final_dir, settings)
-    card = "\n".join(
-        [
-            "# cityscale (train-full)",
-            "",
-            f"Model: {contract.architecture} (members {contract.members}, their quantiles averaged).",
-            f"Trained on all data: {contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
-            f"cities {contract.cities}, origins {contract.training_start} .. {contract.training_end}.",
-            "Metrics: the same configuration trained without each city's held-out months and scored on them "
-            f"({HOLDOUT}).",
-            "",
-            *[f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())],
-            "",
-            "Data: City of Melbourne Pedestrian Counting System and Heart of the City Auckland, CC BY 4.0.",
-        ]
-    )
-    version = registry.register(final_dir, settings.resolved_registry_uri, settings.model_name, metrics, card)
+    train_model(examples, final_dir, settings)
+    verdict = {"passed": True, "reason": "train-full registers as latest", "metrics": metrics}
+    scored_on = f"the same configuration trained without each city's held-out months and scored on them: {HOLDOUT}"
+    version = steps.register(final_dir, verdict, settings.resolved_registry_uri, settings, scored_on)
     return TrainFullResult(version, holdout, len(examples))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cityscale import storage
-from cityscale.config import Settings
+from cityscale.config import TRAINING_FIELDS, Settings
 from cityscale.model.contract import CONTRACT_FILE, ModelContract
 
 log = logging.getLogger("cityscale.training.trainjob")
@@ -36,8 +36,6 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"  # the label Trainer puts on every pod of a TrainJob
 NODE_CONTAINER = "node"  # the trainer container of the torch-distributed runtime
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Settings the training process reads from the environment: the job trains with the launcher's values.
-_TRAINING_SETTINGS = ("seed", "batch_size", "learning_rate", "hidden_size", "dropout", "volume_weighted_loss")
 # Event reasons that describe normal progress; every other event reason is reported with a failure.
 _NORMAL_EVENTS = {"Scheduled", "Pulling", "Pulled", "Created", "Started", "SuccessfulCreate", "Completed"}
 
@@ -167,7 +165,8 @@ def request_from_settings(
         node_selector = {GPU_NODE_LABEL: settings.gpu_node_type}
     if gpus_per_node and not tolerations:
         tolerations = [GPU_TOLERATION]
-    env = {f"CITYSCALE_{key.upper()}": str(getattr(settings, key)) for key in _TRAINING_SETTINGS}
+    # The pods build their own Settings() from the environment: every field training reads goes with the job.
+    env = settings.as_env(TRAINING_FIELDS)
     env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
     env.update({e["name"]: e["value"] for e in getattr(task_config, "env", None) or [] if "value" in e})
     return TrainJobRequest(

@@ -33,11 +33,13 @@ SAMPLE = str(Settings().sample_data)
 WINDOWS = [("2022-01-01", "2022-03-01"), ("2022-02-15", "2022-05-01"), ("2022-04-20", "2022-08-01"),
            ("2022-07-25", "2022-11-01")]  # fmt: skip
 INGEST = (
-    "import sys; from cityscale.ingestion.run import ingest_snapshot; ingest_snapshot(*sys.argv[1:3], *sys.argv[3:5])"
+    "import sys; from cityscale.config import Settings; from cityscale.ingestion.run import ingest_snapshot\n"
+    "ingest_snapshot(*sys.argv[1:3], *sys.argv[3:5], settings=Settings())"
 )
 HOLD = (
     "import sys, time; from cityscale import raw_zone\n"
-    "with raw_zone.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))"
+    "with raw_zone.writer_lock(sys.argv[1], timeout_s=600.0, stale_s=3600.0):\n"
+    "    print('held', flush=True); time.sleep(float(sys.argv[2]))"
 )
 
 
@@ -48,7 +50,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 def _reference(tmp_path: Path, windows: list[tuple[str | None, str | None]]) -> pd.DataFrame:
     store = str(tmp_path / "reference")
     for start, end in windows:
-        ingest_snapshot(SAMPLE, store, start=start, end=end)
+        ingest_snapshot(SAMPLE, store, start=start, end=end, settings=Settings())
     return _sorted(raw_zone.read(store))
 
 
@@ -84,7 +86,7 @@ def test_an_upsert_waits_for_the_lock_then_lands_everything(tmp_path: Path) -> N
     try:
         assert holder.stdout.readline().strip() == "held"
         began = time.monotonic()
-        result = ingest_snapshot(SAMPLE, store, start="2022-10-01", end="2022-11-01")
+        result = ingest_snapshot(SAMPLE, store, start="2022-10-01", end="2022-11-01", settings=Settings())
         waited = time.monotonic() - began
     finally:
         holder.kill()
@@ -125,7 +127,7 @@ def test_disk_full_mid_write_keeps_the_previous_state_and_rerun_converges(
     small_disk: Path | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = str(small_disk or tmp_path / "store")
-    ingest_snapshot(SAMPLE, store, start="2022-10-01", end="2022-11-01")
+    ingest_snapshot(SAMPLE, store, start="2022-10-01", end="2022-11-01", settings=Settings())
     before = _sorted(raw_zone.read(store))
     if small_disk is None:  # not permitted to mount here: simulate ENOSPC at the third partition write
         calls = {"n": 0}
@@ -139,7 +141,7 @@ def test_disk_full_mid_write_keeps_the_previous_state_and_rerun_converges(
 
         monkeypatch.setattr(raw_zone, "_write_partition", filling_write)
     with pytest.raises(OSError) as caught:
-        ingest_snapshot(SAMPLE, store)  # four years: does not fit
+        ingest_snapshot(SAMPLE, store, settings=Settings())  # four years: does not fit
     assert caught.value.errno == errno.ENOSPC
     pd.testing.assert_frame_equal(_sorted(raw_zone.read(store)), before)  # nothing partial is visible
 
@@ -147,7 +149,7 @@ def test_disk_full_mid_write_keeps_the_previous_state_and_rerun_converges(
         monkeypatch.undo()
     else:  # space freed: grow the filesystem in place, keeping its files
         subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
-    ingest_snapshot(SAMPLE, store)
+    ingest_snapshot(SAMPLE, store, settings=Settings())
     expected = _reference(tmp_path, [("2022-10-01", "2022-11-01"), (None, None)])
     pd.testing.assert_frame_equal(_sorted(raw_zone.read(store)), expected)
     assert not list(Path(store).glob("raw/_staging/*")), "the failed run's staging was not cleaned up"

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 full_only = pytest.mark.skipif(PROFILE != "full", reason="kfp.local runs: CITYSCALE_RELIABILITY_PROFILE=full")
 HOLD = (
     "import sys, time; from cityscale import raw_zone\n"
-    "with raw_zone.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))"
+    "with raw_zone.writer_lock(sys.argv[1], timeout_s=600.0, stale_s=3600.0):\n"
+    "    print('held', flush=True); time.sleep(float(sys.argv[2]))"
 )
 
 
