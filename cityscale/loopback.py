@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -106,32 +107,9 @@ def start(
 
 
 @contextmanager
-def serve(
-    argv: Sequence[str],
-    *,
-    url: str,
-    health_path: str = "/health",
-    name: str = "server",
-    env: Mapping[str, str] | None = None,
-    cwd: str | Path | None = None,
-    log_path: str | Path | None = None,
-    timeout_s: float = 60.0,
-    poll_s: float = 0.2,
-    stop_timeout_s: float = 10.0,
-) -> Iterator[LoopbackServer]:
-    """:func:`start` for the duration of a ``with`` block; always :func:`stop`-ped on exit."""
-    server = start(
-        argv,
-        url=url,
-        health_path=health_path,
-        name=name,
-        env=env,
-        cwd=cwd,
-        log_path=log_path,
-        timeout_s=timeout_s,
-        poll_s=poll_s,
-        stop_timeout_s=stop_timeout_s,
-    )
+def serve(argv: Sequence[str], **options: Any) -> Iterator[LoopbackServer]:
+    """:func:`start` (same options) for the duration of a ``with`` block; always :func:`stop`-ped on exit."""
+    server = start(argv, **options)
     try:
         yield server
     finally:

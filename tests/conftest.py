@@ -11,6 +11,7 @@ import pytest
 from cityscale import raw_zone, registry
 from cityscale.config import Settings
 from cityscale.ingestion.run import ingest_snapshot
+from cityscale.model.examples import Examples, cut_examples, origin_grid
 from cityscale.panel import Panel
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -22,6 +23,21 @@ os.environ["KUBECONFIG"] = "/nonexistent/kubeconfig"
 
 def needs_shared_data() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not MELBOURNE_PCS.is_dir(), reason=f"{MELBOURNE_PCS} is not present")
+
+
+def sample_examples(settings: Settings, start: str, end: str, stride_hours: int, n_sensors: int = 0) -> Examples:
+    """Examples cut from the bundled sample's [start, end) window, ingested into ``settings``' raw zone.
+
+    Origins every ``stride_hours`` up to ``end``; ``n_sensors`` > 0 keeps only the first sensors (by id).
+    """
+    ingest_snapshot(settings.sample_data, settings.resolved_store_uri, start=start, end=end, settings=settings)
+    panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
+    origins = origin_grid(panel.index[0], pd.Timestamp(end), stride_hours)
+    examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
+    if n_sensors:
+        sensors = sorted(set(examples.sensor_ids.tolist()))[:n_sensors]
+        examples = examples.select(pd.Series(examples.sensor_ids).isin(sensors).to_numpy())
+    return examples
 
 
 @pytest.fixture()
@@ -44,7 +60,6 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Trained briefly on 6-hourly origins: a real forecaster that beats the seasonal baselines on
     September-October, fast enough for every test session.
     """
-    from cityscale.model.examples import cut_examples, origin_grid
     from cityscale.training.train import train_model
 
     workdir = tmp_path_factory.mktemp("trained")

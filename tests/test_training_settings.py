@@ -12,14 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pandas as pd
 import pytest
 
-from cityscale import raw_zone
 from cityscale.config import TRAINING_FIELDS, Settings
-from cityscale.ingestion.run import ingest_snapshot
-from cityscale.model.examples import Examples, cut_examples, origin_grid
-from cityscale.panel import Panel
+from cityscale.model.examples import Examples
+from tests.conftest import sample_examples
 
 # Settings fields that train_model may read although they are not hyper-parameters of the run, each with why.
 # Empty: train_model reads nothing else (input_window and horizon come from the examples' shapes).
@@ -50,14 +47,7 @@ class RecordingSettings(Settings):
 def tiny_examples(tmp_path_factory: pytest.TempPathFactory) -> Examples:
     """Three sensors of the bundled sample, Feb-Mar 2022, daily origins: a few hundred real examples."""
     settings = Settings(workdir=tmp_path_factory.mktemp("training-settings"))
-    ingest_snapshot(
-        settings.sample_data, settings.resolved_store_uri, start="2022-01-15", end="2022-04-01", settings=settings
-    )
-    panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel.index[0], pd.Timestamp("2022-04-01"), 24)
-    examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
-    sensors = sorted(set(examples.sensor_ids.tolist()))[:3]
-    return examples.select(pd.Series(examples.sensor_ids).isin(sensors).to_numpy())
+    return sample_examples(settings, "2022-01-15", "2022-04-01", 24, n_sensors=3)
 
 
 def test_training_reads_exactly_the_training_fields(tiny_examples: Examples, tmp_path: Path) -> None:

@@ -26,17 +26,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import jsonschema
-import pandas as pd
 import pytest
 import yaml
 
-from cityscale import raw_zone
 from cityscale.config import TRAINING_FIELDS, Settings
-from cityscale.ingestion.run import ingest_snapshot
 from cityscale.model.contract import ModelContract
-from cityscale.model.examples import cut_examples, origin_grid
-from cityscale.panel import Panel
 from cityscale.training import trainjob
+from tests.conftest import sample_examples
 from tests.fake_kubernetes_server import FakeKubernetesServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,14 +324,7 @@ def examples_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Two sensors of the bundled sample, Jan-Apr 2022, daily origins: a real, small Dataset (as a file:// URI)."""
     work = tmp_path_factory.mktemp("trainjob")
     settings = Settings(workdir=work)
-    ingest_snapshot(
-        settings.sample_data, settings.resolved_store_uri, start="2022-01-01", end="2022-05-01", settings=settings
-    )
-    panel = Panel.from_raw(raw_zone.read(settings.resolved_store_uri))
-    origins = origin_grid(panel.index[0], pd.Timestamp("2022-05-01"), 12)
-    examples = cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
-    sensors = sorted(set(examples.sensor_ids.tolist()))[:4]
-    examples = examples.select(pd.Series(examples.sensor_ids).isin(sensors).to_numpy())
+    examples = sample_examples(settings, "2022-01-01", "2022-05-01", 12, n_sensors=4)
     path = work / "examples.npz"
     examples.save(path)
     return f"file://{path}"
