@@ -94,3 +94,10 @@ def test_steps_holds_only_what_components_call() -> None:
     tree = ast.parse((LIBRARY / "steps.py").read_text())
     public = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
     assert public == called, f"uncalled: {sorted(public - called)}, missing: {sorted(called - public)}"
+
+
+def test_every_library_folder_is_a_package() -> None:
+    """setuptools' find_packages (pyproject) ships only folders with an ``__init__.py``; the image needs them all."""
+    missing = [str(d.relative_to(ROOT)) for d in LIBRARY.rglob("*") if d.is_dir() and any(d.glob("*.py"))]
+    missing = [d for d in missing if not (ROOT / d / "__init__.py").exists()]
+    assert not missing, f"folders without __init__.py (left out of a non-editable install): {missing}"
