@@ -166,14 +166,14 @@ deploy: $(STAMP) ## Upload the pipelines to KFP_HOST as version $(GIT_SHA) and a
 	@test -n "$(DRY)" || git diff --quiet HEAD || { echo "working tree is dirty: commit first, pipeline versions and images are named by git SHA (DRY_RUN=1 previews)"; exit 1; }
 	@echo "deploy: compile with image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY)) -> $(DEPLOY_DIR)/, upload to $${KFP_HOST:-<KFP_HOST unset>} as version $(GIT_SHA), apply pipelines/schedules.yaml in ENV=$(ENV)$(if $(DRY), (DRY_RUN: nothing changes))"
 	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) ENV=$(ENV) GIT_SHA=$(GIT_SHA) REGISTRY=$(REGISTRY) DRY_RUN=$(DRY) \
-	  $(BIN)/python -m pipelines.publish --compile --compiled-dir $(DEPLOY_DIR)
+	  $(BIN)/cityscale deploy --compile --compiled-dir $(DEPLOY_DIR)
 
 MODEL_VERSION ?= production
 .PHONY: deploy-serving
 deploy-serving: $(STAMP) ## Create/patch the KServe InferenceService for MODEL_VERSION, wait Ready, roll back on failure (DRY_RUN=1: YAML to build/manifests/)
 	@echo "deploy-serving: InferenceService for $(MODEL_VERSION), image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY))$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
 	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) \
-	  $(BIN)/python -m serving.rollout --version $(MODEL_VERSION) $(if $(DRY),--dry-run --out build/manifests) $(if $(TRANSFORMER),--transformer)
+	  $(BIN)/cityscale deploy-serving --version $(MODEL_VERSION) $(if $(DRY),--dry-run --out build/manifests) $(if $(TRANSFORMER),--transformer)
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## Serving load test on loopback: bare kserve model vs full CityScale path, REST+gRPC (build/bench/serving.json)

@@ -17,8 +17,11 @@ from pydantic import AliasChoices, AliasPath, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DATA = Path(__file__).parent / "data"
+# The ConfigMap the platform chart renders from the Terraform outputs (CITYSCALE_* keys of the fields below); every
+# cluster workload loads it as environment: pipeline tasks (pipelines/cluster.py) and the InferenceService.
+CLUSTER_CONFIG_MAP = "cityscale-config"
 
-# Every Settings field that training reads (``train_model`` in cityscale/training/train.py and what it hands to
+# Every Settings field that training reads (``train_model`` in cityscale/training/train/ and what it hands to
 # cityscale/model/lightning.py and cityscale/model/boosted.py). A cluster TrainJob's pods build their own
 # ``Settings()`` from the environment, so these are the values the launcher must send them (``Settings.as_env``,
 # training/trainjob.py): a field missing here silently trains with the pod's default instead of the run's value.

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cityscale import raw_zone, registry
 from cityscale.config import Settings
+from cityscale.evaluation.backtest import held_out_start
 from cityscale.evaluation.gate import Evaluation, evaluate_candidate
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.model.contract import ModelContract
@@ -67,6 +68,7 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
     raw = pd.read_parquet(raw_path)
     if raw.empty:
         raise ValueError(f"no raw counts in {raw_path}")
+    test_start = str(held_out_start(test_start, raw["timestamp_local"].max()))
     last_origin = pd.Timestamp(test_start) - pd.Timedelta(hours=settings.horizon - 1)
     start = pd.Timestamp(raw["timestamp_local"].min())
     if settings.origin_stride_hours <= 0 or (24 % settings.origin_stride_hours and settings.origin_stride_hours % 24):
@@ -128,6 +130,7 @@ def evaluate(
 ) -> Evaluation:
     """Backtest the candidate, the production model (if any) and the baselines on the same cells; decide the gate."""
     panel = Panel.from_raw(pd.read_parquet(raw_path))
+    test_start = str(held_out_start(test_start, panel.index[-1]).date())
     production = None
     if registry.get_alias(registry_uri, settings.model_name, "production"):
         uri, version = registry.resolve("production", registry_uri, settings.model_name)

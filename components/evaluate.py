@@ -21,7 +21,8 @@ def evaluate(
     Args:
         raw: Raw counts of the run's data window.
         model: Candidate model artifact.
-        test_start: First held-out local day (daily origins at 00:00 from here).
+        test_start: First held-out local day (daily origins at 00:00 from here): a date, or last:<span> counted
+            back from the data's end (e.g. last:28d).
         test_end: End of the held-out period (exclusive); empty = end of data.
         registry_uri: Model registry root, to compare with the current production model.
 

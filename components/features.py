@@ -10,7 +10,8 @@ def build_features(raw: Input[Dataset], test_start: str, examples: Output[Datase
 
     Args:
         raw: Raw counts of the run's data window (long Parquet).
-        test_start: First local day held out for evaluation; no training target reaches it.
+        test_start: First local day held out for evaluation (a date, or last:<span> before the data's end,
+            e.g. last:28d); no training target reaches it.
 
     Returns:
         The number of training examples.

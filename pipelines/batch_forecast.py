@@ -3,6 +3,7 @@
 from kfp import dsl
 
 from components.batch_forecast import batch_forecast
+from pipelines.cluster import with_cluster_config
 
 PIPELINE_NAME = "cityscale-batch-forecast"
 
@@ -19,4 +20,4 @@ def batch_forecast_pipeline(data: str, registry_uri: str, start: str, end: str, 
         model: Registry alias, version number or model URI.
     """
     task = batch_forecast(data=data, model=model, registry_uri=registry_uri, start=start, end=end)
-    task.set_display_name("Batch forecast").set_caching_options(False)
+    with_cluster_config(task).set_display_name("Batch forecast").set_caching_options(False)

@@ -10,6 +10,7 @@ from kfp import dsl
 
 from cityscale.config import get_settings
 from components.ingest import ingest
+from pipelines.cluster import with_cluster_config
 
 PIPELINE_NAME = "cityscale-ingestion"
 SETTINGS = get_settings()
@@ -36,6 +37,6 @@ def ingestion_pipeline(
     """
     ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
     # Never cached: the same arguments bring different hours every run.
-    ingest_task.set_display_name("Ingest counts").set_caching_options(False)
+    with_cluster_config(ingest_task).set_display_name("Ingest counts").set_caching_options(False)
     # Transient faults (API outage past the connector's own retries, the raw-zone writer lock held): retry.
     ingest_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)

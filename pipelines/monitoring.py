@@ -8,6 +8,7 @@ retrain triggered here is the same run, with the same gate, as the weekly one.
 from kfp import dsl
 
 from components.monitor import monitor
+from pipelines.cluster import with_cluster_config
 from pipelines.training import training_pipeline
 
 PIPELINE_NAME = "cityscale-monitoring"
@@ -25,7 +26,7 @@ def monitoring_pipeline(
     psi_threshold: float = 0.25,
     retrain_ingest_mode: str = "embedded",
     retrain_source: str = "melbourne",
-    retrain_test_start: str = "2022-07-01",
+    retrain_test_start: str = "last:28d",
     deploy_target: str = "local",
 ):
     """Daily forecast accuracy, drift and outage checks; retrain on degradation.
@@ -39,7 +40,8 @@ def monitoring_pipeline(
         psi_threshold: PSI above which a sensor counts as drifted.
         retrain_ingest_mode: Ingest mode of the triggered training run (as the weekly schedule).
         retrain_source: Source of the triggered training run (connector name or snapshot).
-        retrain_test_start: First held-out day of the triggered training run's backtest.
+        retrain_test_start: First held-out day of the triggered training run's backtest (a date, or last:<span>
+            counted back from the newest count).
         deploy_target: Where a retrained model that passes the gate goes ("local" or "kserve").
     """
     monitor_task = monitor(
@@ -50,7 +52,7 @@ def monitoring_pipeline(
         retrain_wape=retrain_wape,
         psi_threshold=psi_threshold,
     )
-    monitor_task.set_display_name("Monitor accuracy, drift, outages").set_caching_options(False)
+    with_cluster_config(monitor_task).set_display_name("Monitor accuracy, drift, outages").set_caching_options(False)
 
     with dsl.If(monitor_task.outputs["Output"] == True, name="accuracy-degraded"):  # noqa: E712
         retrain = training_pipeline(

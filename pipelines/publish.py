@@ -1,4 +1,6 @@
-"""Upload the compiled pipelines to Kubeflow Pipelines and apply the recurring runs (``make deploy``).
+"""Upload the compiled pipelines to Kubeflow Pipelines and apply the recurring runs (``cityscale deploy``).
+
+``make deploy`` runs it (``python -m pipelines.publish`` runs the same typer command, ``pipelines/cli.py``).
 
 What it does, in this order, printing every decision before it acts:
 
@@ -30,7 +32,6 @@ and ``KFP_NAMESPACE`` (optional; read through ``cityscale.config.Settings``), ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -637,25 +638,19 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.publish``: the entry point of ``make deploy``. Exit 1 with a message on error."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compile", action="store_true", help="compile into --compiled-dir first (image: see below)")
-    parser.add_argument("--compiled-dir", type=Path, default=DEFAULT_COMPILED_DIR)
-    parser.add_argument("--schedules", type=Path, default=SCHEDULES_FILE)
-    parser.add_argument(
-        "--pipeline-config",
-        type=Path,
-        default=None,
-        help="default: $PIPELINE_CONFIG or build/terraform/$ENV.pipeline-config.json",
-    )
-    args = parser.parse_args(argv)
-
+def deploy(
+    compile_first: bool = False,
+    compiled_dir: Path | None = None,
+    schedules: Path | None = None,
+    pipeline_config: Path | None = None,
+) -> int:
+    """``cityscale deploy`` (``make deploy``), configured by the environment: 0, or 1 with a message on stderr."""
+    compiled_dir = compiled_dir or DEFAULT_COMPILED_DIR
     env = os.environ.get("ENV") or "dev"
     git_sha = os.environ.get("GIT_SHA", "")
     registry = os.environ.get("REGISTRY", "")
     dry_run = _truthy(os.environ.get("DRY_RUN"))
-    config_path = args.pipeline_config or Path(
+    config_path = pipeline_config or Path(
         os.environ.get("PIPELINE_CONFIG") or REPO / "build" / "terraform" / f"{env}.pipeline-config.json"
     )
     try:
@@ -667,17 +662,17 @@ def main(argv: list[str] | None = None) -> int:
                 "(make deploy reads it from build/terraform/$ENV.helmfile-values.json)"
             )
         image = f"{registry}/cityscale:{git_sha}" if registry else None
-        if args.compile:
+        if compile_first:
             image = image or os.environ.get("CITYSCALE_IMAGE") or "cityscale:dev"
-            for path in compile_pipelines(args.compiled_dir, image):
+            for path in compile_pipelines(compiled_dir, image):
                 print(f"{PREFIX} compiled {path} (image {image})")
         from cityscale.config import Settings
 
         settings = Settings()
         config = PublishConfig(
             git_sha=git_sha,
-            compiled_dir=args.compiled_dir,
-            schedules_path=args.schedules,
+            compiled_dir=compiled_dir,
+            schedules_path=schedules or SCHEDULES_FILE,
             pipeline_config=load_pipeline_config(config_path, required=not dry_run),
             env=env,
             host=settings.kfp_host,
@@ -695,5 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the `cityscale deploy` command itself (pipelines/cli.py)
+    import typer
+
+    from pipelines.cli import deploy as deploy_command
+
+    typer.run(deploy_command)

@@ -9,6 +9,7 @@ from components.features import build_features
 from components.ingest import ingest
 from components.register import register
 from components.train import train
+from pipelines.cluster import with_cluster_config
 
 PIPELINE_NAME = "cityscale-training"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
@@ -41,7 +42,8 @@ def training_pipeline(
         ingest_mode: "snapshot", "embedded" (Airbyte manifest in-process) or "airbyte-server" (sync job).
         data_start: First local day of the data window (empty = all data).
         data_end: End of the data window, exclusive (empty = all data).
-        test_start: First held-out day for the backtest; training targets end before it.
+        test_start: First held-out day for the backtest; training targets end before it. A date, or
+            last:<span> counted back from the newest count (last:28d: the newest four weeks), as schedules use.
         test_end: End of the held-out period, exclusive (empty = end of data).
         max_epochs: Training epochs.
         train_mode: "local" trains inside the train task (kfp.local, `make run`); "trainjob" launches a Kubeflow
@@ -52,11 +54,13 @@ def training_pipeline(
             serves) or "kserve" (create or patch the InferenceService, wait ready, roll back on failure).
     """
     ingest_task = ingest(mode=ingest_mode, source=source, store_uri=store_uri, start=data_start, end=data_end)
-    ingest_task.set_display_name("Ingest counts").set_caching_options(False)
+    with_cluster_config(ingest_task).set_display_name("Ingest counts").set_caching_options(False)
     ingest_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)
 
     features_task = build_features(raw=ingest_task.outputs["raw"], test_start=test_start)
-    features_task.set_display_name("Build training set (feature platform)").set_caching_options(False)
+    with_cluster_config(features_task).set_display_name("Build training set (feature platform)").set_caching_options(
+        False
+    )
     features_task.set_retry(SETTINGS.pipeline_task_retries, f"{SETTINGS.pipeline_retry_backoff_s}s", 2.0)
 
     train_task = train(
@@ -66,7 +70,7 @@ def training_pipeline(
         num_nodes=train_num_nodes,
         gpus_per_node=train_gpus_per_node,
     )
-    train_task.set_display_name("Train quantile model")
+    with_cluster_config(train_task).set_display_name("Train quantile model")
     train_task.set_cpu_limit(SETTINGS.train_cpu_limit).set_memory_limit(SETTINGS.train_memory_limit)
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(SETTINGS.train_gpus)
     kubernetes.add_node_selector(train_task, label_key=GPU_NODE_LABEL, label_value=SETTINGS.gpu_node_type)
@@ -79,7 +83,7 @@ def training_pipeline(
         test_end=test_end,
         registry_uri=registry_uri,
     )
-    eval_task.set_display_name("Backtest vs baselines")
+    with_cluster_config(eval_task).set_display_name("Backtest vs baselines")
 
     with dsl.If(eval_task.outputs["Output"] == True, name="model-beats-baselines"):  # noqa: E712
         register_task = register(
@@ -87,6 +91,6 @@ def training_pipeline(
             evaluation=eval_task.outputs["evaluation"],
             registry_uri=registry_uri,
         )
-        register_task.set_display_name("Register model")
+        with_cluster_config(register_task).set_display_name("Register model")
         deploy_task = deploy(version=register_task.output, registry_uri=registry_uri, target=deploy_target)
-        deploy_task.set_display_name("Deploy model")
+        with_cluster_config(deploy_task).set_display_name("Deploy model")

@@ -4,7 +4,7 @@ Build (:func:`build_inference_service`): a ``V1beta1InferenceService`` running t
 (``python -m serving --model <registry version>``) and, optionally, the feature-fetching transformer in
 front of it (``python -m serving.transformer``, gRPC V2 to the predictor). CPU and GPU variants; replicas,
 scale metric and resources from :class:`cityscale.config.Settings`. Mode rules the CRD schema cannot
-express but KServe's webhook and controller apply (STACK_NOTES) are checked here, at build time:
+express but KServe's webhook and controller apply are checked here, at build time:
 
 - ``serving.kserve.io/deploymentMode`` is ``Standard`` (the default: Deployment + HPA) or ``Knative``;
 - scale metrics: ``cpu``/``memory`` in Standard (HPA), ``concurrency``/``rps`` in Knative (KPA);
@@ -38,7 +38,7 @@ from kserve import (
 )
 from kubernetes import client as k8s
 
-from cityscale.config import Settings
+from cityscale.config import CLUSTER_CONFIG_MAP, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ def _container(options: ServingOptions, name: str, command: list[str], gpus: int
         image=options.image,
         command=command,
         env=_env(options),
+        # The cluster's configuration (image, buckets, feature server); the explicit env above takes precedence.
+        env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=CLUSTER_CONFIG_MAP, optional=True))],
         ports=_ports(options),
         resources=_resources(options, gpus),
         readiness_probe=_probe(),

@@ -1,18 +1,19 @@
 """Deploy a registry version as the CityScale InferenceService (the pipeline's ``kserve`` deploy target).
 
-``python -m serving.rollout --version 0003 [--dry-run] [--out build/manifests] [--gpus 1] [--transformer]``
-(``make deploy-serving``): with ``--dry-run`` it only writes the manifests (CPU and GPU variants of the
-configured mode) as YAML; otherwise it creates or patches the InferenceService through the kubeconfig's
-cluster (or the in-cluster service account), waits for Ready, rolls back on failure and, once Ready,
-points the registry's ``production`` alias at the version (so registry and cluster agree).
+``cityscale deploy-serving --version 0003 [--dry-run] [--out build/manifests] [--gpus 1] [--transformer]``
+(``make deploy-serving``; ``python -m serving.rollout`` runs the same command): with ``--dry-run`` it only
+writes the manifests (CPU and GPU variants of the configured mode) as YAML; otherwise it creates or patches
+the InferenceService through the kubeconfig's cluster (or the in-cluster service account), waits for Ready,
+rolls back on failure and, once Ready, points the registry's ``production`` alias at the version (so
+registry and cluster agree).
 
-kserve parses ``sys.argv`` when imported: our flags are parsed first and ``sys.argv`` is cut before any
-kserve import so they cannot collide with kserve's own.
+kserve parses ``sys.argv`` when imported: typer parses our flags first (nothing the ``cityscale`` CLI imports
+at start-up imports kserve) and :func:`rollout` cuts ``sys.argv`` before any kserve import, so they cannot
+collide with kserve's own.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -77,36 +78,37 @@ def deploy_to_kserve(
     return registry.version_uri(registry_uri, settings.model_name, version)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", default="production", help="registry version (or alias) to serve")
-    parser.add_argument("--image", default="", help="container image (default: CITYSCALE_IMAGE)")
-    parser.add_argument("--dry-run", action="store_true", help="write the manifests, talk to no cluster")
-    parser.add_argument("--out", default="build/manifests", help="where --dry-run writes the YAML")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs per predictor (default: settings)")
-    parser.add_argument("--transformer", action="store_true", help="deploy the feature-fetching transformer too")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+def rollout(
+    version: str = "production",
+    image: str = "",
+    dry_run: bool = False,
+    out: str | Path = "build/manifests",
+    gpus: int | None = None,
+    transformer: bool = False,
+) -> None:
+    """``cityscale deploy-serving`` (``make deploy-serving``); the flags must already be parsed (see the docstring)."""
     sys.argv = sys.argv[:1]  # nothing left for kserve's import-time parser to misread
-
     settings = Settings()
     overrides: dict[str, Any] = {}
-    if args.gpus is not None:
-        overrides["gpus"] = args.gpus
-    if args.transformer:
+    if gpus is not None:
+        overrides["gpus"] = gpus
+    if transformer:
         overrides["transformer"] = True
-    if args.dry_run:
-        for path in write_manifests(args.out, manifests(settings, args.version, args.image or None, **overrides)):
+    if dry_run:
+        for path in write_manifests(out, manifests(settings, version, image or None, **overrides)):
             print(f"wrote {path}")
-        return 0
-    version = args.version
+        return
     if not version.isdigit():
         version = registry.resolve(version, settings.resolved_registry_uri, settings.model_name)[1]
     uri = deploy_to_kserve(
-        f"{int(version):04d}", settings.resolved_registry_uri, settings, image=args.image or None, **overrides
+        f"{int(version):04d}", settings.resolved_registry_uri, settings, image=image or None, **overrides
     )
     print(f"deployed {settings.model_name} {version} ({uri}) to namespace {settings.serving_namespace}")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the `cityscale deploy-serving` command itself (serving/cli.py)
+    import typer
+
+    from serving.cli import deploy_serving
+
+    typer.run(deploy_serving)

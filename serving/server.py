@@ -96,18 +96,39 @@ class VersionedInferenceServicer(InferenceServicer):
         )
 
 
-async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each invalid field, without echoing the invalid input back.
+V2_PREFIX = "/v2/"
 
-    FastAPI's default handler echoes the offending input with ``json.dumps``, which raises on ``Infinity``
+
+def _describe_error(error: dict[str, Any]) -> str:
+    """``body.inputs.0.shape: Input should be a valid integer`` (or, for unparsable JSON, the parser's reason)."""
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = str(error.get("msg", ""))
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and reason:
+        message = f"{message}: {reason}"
+    return f"{where}: {message}"
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A request body FastAPI could not parse or validate, answered without echoing the invalid input back.
+
+    On the V2 routes (``/v2/...``) the Open Inference Protocol's error response: HTTP 400 with
+    ``{"error": "<message>"}``, for malformed JSON, a body that is not an object, missing or mistyped fields.
+    FastAPI's default there was 422 with ``{"detail": [...]}``, which V2 clients do not read. Elsewhere (only
+    kserve's own V1 and root routes, none of which declares a body model) 422 with ``error`` and ``detail``.
+
+    FastAPI's default handler also echoes the offending input with ``json.dumps``, which raises on ``Infinity``
     (e.g. ``"shape": Infinity``) and answered 500 (found by tests/reliability/test_reliability_fuzz.py).
     """
-    errors = [
+    errors = exc.errors()
+    summary = "; ".join(_describe_error(e) for e in errors) or "the request body is not valid"
+    if request.url.path.startswith(V2_PREFIX):
+        return JSONResponse(status_code=400, content={"error": f"invalid inference request: {summary}"})
+    detail = [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-        for e in exc.errors()
+        for e in errors
     ]
-    summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-    return JSONResponse(status_code=422, content={"error": f"invalid request: {summary}", "detail": errors})
+    return JSONResponse(status_code=422, content={"error": f"invalid request: {summary}", "detail": detail})
 
 
 def _start_grpc_thread(server: kserve.ModelServer) -> tuple[grpc_server_module.GRPCServer, asyncio.AbstractEventLoop]:

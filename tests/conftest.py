@@ -14,15 +14,17 @@ from cityscale.ingestion.run import ingest_snapshot
 from cityscale.model.examples import Examples, cut_examples, origin_grid
 from cityscale.panel import Panel
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MELBOURNE_PCS = SHARED_DATA / "melbourne_pcs"
+# Compact cuts of the real Melbourne exports, committed with the tests (tests/fixtures/data/README.md):
+# whole sensor rows and a run of hourly columns of one upstream grouped_data_*.csv, cells unchanged.
+MELBOURNE_PCS = Path(__file__).resolve().parent / "fixtures" / "data" / "melbourne_pcs"
+MELBOURNE_2010_SEPTEMBER = MELBOURNE_PCS / "grouped_data_2010-08-30_2010-10-03.csv"  # 15 sensors, daily totals
+MELBOURNE_2014_DST = MELBOURNE_PCS / "grouped_data_2014-03-25_2014-04-09.csv"  # first 6 sensors, April DST
+MELBOURNE_2022_JANUARY = MELBOURNE_PCS / "grouped_data_2022-01-01_2022-01-07.csv"  # all 66 sensors
+MELBOURNE_2022_OCTOBER = MELBOURNE_PCS / "grouped_data_2022-09-24_2022-10-31.csv"  # all 66 sensors
+MELBOURNE_LOCATIONS = MELBOURNE_PCS / "sensor_locations.csv"
 
 # No test may reach a Kubernetes cluster by accident.
 os.environ["KUBECONFIG"] = "/nonexistent/kubeconfig"
-
-
-def needs_shared_data() -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not MELBOURNE_PCS.is_dir(), reason=f"{MELBOURNE_PCS} is not present")
 
 
 def sample_examples(settings: Settings, start: str, end: str, stride_hours: int, n_sensors: int = 0) -> Examples:

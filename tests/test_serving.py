@@ -4,7 +4,7 @@ One ``python -m serving`` child process (``serving.local_server``) serves the wh
 loads the production model of the ``trained_workdir`` registry and the raw zone as its history.
 
 gRPC uses kserve's generated protobufs (``grpc_predict_v2_pb2``) with plain ``grpc``: importing
-``tritonclient.grpc`` next to ``kserve`` in one process clashes (see STACK_NOTES), and the server
+``tritonclient.grpc`` next to ``kserve`` in one process clashes, and the server
 answers gRPC with binary outputs only (``raw_output_contents``), which are decoded here by hand.
 """
 
@@ -476,6 +476,26 @@ def test_rest_rejects_bad_request(server, inputs, pattern) -> None:
 @pytest.mark.parametrize(("body", "pattern"), [c[1:] for c in BAD_REST_ONLY], ids=[c[0] for c in BAD_REST_ONLY])
 def test_rest_rejects_bad_body(server, body, pattern) -> None:
     _assert_client_error(server, post(server, f"/v2/models/{MODEL}/infer", body), pattern)
+
+
+@pytest.mark.parametrize(
+    ("body", "pattern"),
+    [
+        ('{"inputs": [{"name": "sensor_id", ', r"JSON decode error"),  # truncated
+        ("[1, 2, 3]", r"body"),  # valid JSON, not an object
+        ('"inputs"', r"."),  # a JSON string passes as raw bytes, then fails as a binary-extension request
+        ({"id": "x"}, r"inputs"),  # an object without the required field
+        ('{"inputs": [{"name": "sensor_id", "datatype": "BYTES", "shape": Infinity, "data": ["FliS_T"]}]}', r"shape"),
+    ],
+    ids=["truncated-json", "array-body", "string-body", "no-inputs-field", "shape-infinity"],
+)
+def test_v2_body_errors_are_400_with_an_error_string(server, body, pattern) -> None:
+    """Open Inference Protocol: a body the server cannot parse is 400 ``{"error": "<message>"}``, not FastAPI's 422."""
+    response = post(server, f"/v2/models/{MODEL}/infer", body)
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert list(payload) == ["error"] and isinstance(payload["error"], str), payload
+    assert re.search(pattern, payload["error"]), payload["error"]
 
 
 def test_rest_nan_literal_in_history_is_rejected(server) -> None:

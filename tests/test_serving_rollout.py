@@ -283,9 +283,13 @@ def test_deploy_to_kserve_promotes_production_only_when_ready(
 
 
 def test_dry_run_writes_manifests(tmp_path) -> None:
-    from serving.rollout import main
+    from typer.testing import CliRunner
 
-    assert main(["--dry-run", "--version", "0003", "--out", str(tmp_path), "--transformer"]) == 0
+    from cityscale.cli.main import app
+
+    args = ["deploy-serving", "--dry-run", "--version", "0003", "--out", str(tmp_path), "--transformer"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yaml"))}
     assert sorted(docs) == ["inference-service-cpu.yaml", "inference-service-gpu.yaml", "inference-service.yaml"]
     gpu = docs["inference-service-gpu.yaml"]["spec"]["predictor"]

@@ -8,7 +8,7 @@ import pytest
 from cityscale.ingestion.quality import DataQualityError, clean_and_check
 from cityscale.ingestion.run import load_snapshot
 from cityscale.sources.melbourne import parse_sensor_label, read_wide_csv
-from tests.conftest import MELBOURNE_PCS, needs_shared_data
+from tests.conftest import MELBOURNE_2010_SEPTEMBER
 
 
 def test_parse_sensor_label_plain_and_combined() -> None:
@@ -21,9 +21,8 @@ def test_parse_sensor_label_plain_and_combined() -> None:
         parse_sensor_label("no separator here")
 
 
-@needs_shared_data()
 def test_wide_csv_2009_2013_masks_the_september_2010_daily_totals() -> None:
-    long = read_wide_csv(MELBOURNE_PCS / "grouped_data_2009_2013.csv")
+    long = read_wide_csv(MELBOURNE_2010_SEPTEMBER)  # 30 Aug - 3 Oct 2010 of grouped_data_2009_2013.csv
     assert set(long.columns) == {"city", "sensor_id", "sensor_name", "timestamp_local", "count"}
     sept = long[(long["timestamp_local"] >= "2010-09-01") & (long["timestamp_local"] < "2010-10-01")]
     assert (sept["timestamp_local"].dt.hour == 0).mean() > 0.9  # the artefact is really in the file

@@ -6,7 +6,8 @@ RBAC as written in ``helmfile.d/charts/cityscale-platform/templates/rbac.yaml``:
 namespace is answered 403 and recorded. Its "controller" either really runs the command the TrainJob asks for
 (``torchrun --module cityscale.training.train ...`` on CPU, one node, env from the TrainJob) and reports its outcome
 and log, or plays back a scripted status sequence (a failure with reasons, a job that never finishes).
-The created TrainJob and the runtime it references are validated against ``../shared/schemas/``.
+The created TrainJob and the runtime it references are validated against the upstream CRDs vendored in
+``tests/infra/schemas/`` (Kubeflow Trainer v2.3.0).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from cityscale.model.contract import ModelContract
 from cityscale.training import trainjob
 from tests.conftest import sample_examples
 from tests.fake_kubernetes_server import FakeKubernetesServer
+from tests.infra.infra_testlib import crd_openapi_schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT.parent / "shared" / "schemas"
 RBAC = ROOT / "helmfile.d" / "charts" / "cityscale-platform" / "templates" / "rbac.yaml"
 NAMESPACE = "cityscale"
 GROUP = "trainer.kubeflow.org"
@@ -91,11 +92,7 @@ def forbidden(api: FakeTrainerApi) -> list[str]:
 
 
 def crd_schema(file: str) -> dict[str, Any]:
-    path = SCHEMAS / file
-    if not path.is_file():
-        pytest.skip(f"{path} not found (CRD schemas are provided in ../shared/schemas)")
-    crd = yaml.safe_load(path.read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
+    return crd_openapi_schema(file, "v1alpha1")
 
 
 def rbac_rules() -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], set[str]]]:

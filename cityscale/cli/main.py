@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cityscale.cli import data, features, models, monitor, realtime
+from cityscale.cli import data, features, models, monitor, realtime, training
 
 COMMAND_GROUP = "cityscale.commands"
 
@@ -21,7 +21,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         help="CityScale: hourly pedestrian foot-traffic forecasts with uncertainty.", no_args_is_help=True
     )
-    for group in (data, models, features, realtime, monitor):
+    for group in (data, models, training, features, realtime, monitor):
         group.register(app)
     for entry in entry_points(group=COMMAND_GROUP):
         entry.load()(app)

@@ -36,6 +36,26 @@ class BacktestResult:
         return str(base[metric].idxmin())
 
 
+RELATIVE_PREFIX = "last:"
+
+
+def held_out_start(spec: str, data_end: pd.Timestamp) -> pd.Timestamp:
+    """The first held-out day: a date (``2022-07-01``), or ``last:<span>`` counted back from the data's end.
+
+    ``last:28d`` (or ``last:4w``) is the midnight 28 days before the day after the newest count, so a scheduled
+    retrain always holds out, and is judged on, the newest weeks of whatever the raw zone holds by then.
+    """
+    if not spec.startswith(RELATIVE_PREFIX):
+        return pd.Timestamp(spec)
+    try:
+        span = pd.Timedelta(spec.removeprefix(RELATIVE_PREFIX))
+    except ValueError as exc:
+        raise ValueError(f"held-out start {spec!r}: expected a date or last:<days>d / last:<weeks>w") from exc
+    if span < pd.Timedelta(days=1) or span % pd.Timedelta(days=1):
+        raise ValueError(f"held-out start {spec!r}: the span must be whole days")
+    return (pd.Timestamp(data_end) + pd.Timedelta(hours=1)).ceil("D") - span
+
+
 def daily_origins(start: str | pd.Timestamp, end: str | pd.Timestamp, hour: int = 0) -> pd.DatetimeIndex:
     """Daily origins at ``hour`` local time in [start, end)."""
     days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D", inclusive="left")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential
 
 from cityscale import storage
 from cityscale.config import Settings
@@ -34,7 +35,7 @@ def make_client(settings: Settings) -> Any:
     """An ``airbyte_api.AirbyteAPI`` for a self-hosted server (client credentials) or Airbyte Cloud.
 
     The token URL must be absolute for self-hosted servers: the SDK's relative default resolves
-    against the wrong base and the server answers 404 (STACK_NOTES).
+    against the wrong base and the server answers 404.
     """
     import airbyte_api
     from airbyte_api import models
@@ -118,21 +119,31 @@ def run_sync(
         request=models.JobCreateRequest(connection_id=connection_id, job_type=models.JobTypeEnum.SYNC)
     )
     job_id = created.job_response.job_id
-    delay, polls = poll_initial_s, 0
-    while True:
-        response = client.jobs.get_job(request=api.GetJobRequest(job_id=job_id))
-        polls += 1
-        status = response.job_response.status.value
-        if status in TERMINAL:
-            if status != "succeeded":
-                raise AirbyteJobError(f"Airbyte sync of connection {connection_id} failed: {_describe(response)}")
-            job = response.job_response
-            return SyncJob(job_id, status, job.rows_synced, polls, time.monotonic() - started)
-        if time.monotonic() - started + delay > timeout_s:
-            client.jobs.cancel_job(request=api.CancelJobRequest(job_id=job_id))
-            raise AirbyteJobError(f"Airbyte job {job_id} still {status} after {timeout_s:.0f} s: cancelled")
-        sleep(delay)
-        delay = min(delay * 2, poll_max_s)
+
+    def running(response: Any) -> bool:
+        return response.job_response.status.value not in TERMINAL
+
+    def next_poll_past_deadline(state: RetryCallState) -> bool:
+        return time.monotonic() - started + state.upcoming_sleep > timeout_s
+
+    def cancel(state: RetryCallState) -> None:
+        status = state.outcome.result().job_response.status.value
+        client.jobs.cancel_job(request=api.CancelJobRequest(job_id=job_id))
+        raise AirbyteJobError(f"Airbyte job {job_id} still {status} after {timeout_s:.0f} s: cancelled")
+
+    poll = Retrying(
+        retry=retry_if_result(running),
+        wait=wait_exponential(multiplier=poll_initial_s, max=poll_max_s),
+        stop=next_poll_past_deadline,
+        retry_error_callback=cancel,
+        sleep=sleep,
+    )
+    response = poll(lambda: client.jobs.get_job(request=api.GetJobRequest(job_id=job_id)))
+    job = response.job_response
+    if job.status.value != "succeeded":
+        raise AirbyteJobError(f"Airbyte sync of connection {connection_id} failed: {_describe(response)}")
+    polls = poll.statistics["attempt_number"]
+    return SyncJob(job_id, job.status.value, job.rows_synced, polls, time.monotonic() - started)
 
 
 def landed_files(landing_uri: str, namespace: str, stream: str) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from cityscale.cities import get_city
 from cityscale.ingestion.run import load_snapshot
@@ -136,27 +137,47 @@ def schedule(df: pd.DataFrame, options: ReplayOptions, report: ReplayReport) -> 
     return plan
 
 
+class _ServerError(Exception):
+    """A 5xx from the gateway: worth another try."""
+
+    def __init__(self, resp: requests.Response) -> None:
+        super().__init__(f"{resp.status_code}: {resp.text[:300]}")
+
+
 def _send(session: requests.Session, target: str, records: list[dict], options: ReplayOptions, report: ReplayReport):
-    for attempt in range(options.retries + 1):
-        try:
-            resp = session.post(f"{target}/v1/push", json={"records": records}, timeout=30)
-        except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            if resp.status_code == 200:
-                body = resp.json()
-                report.accepted += body["accepted"]
-                report.unchanged += body["unchanged"]
-                return
-            if resp.status_code < 500:  # refused as sent: retrying cannot help
-                report.rejected += len(records)
-                report.errors.append(f"{resp.status_code}: {resp.text[:300]}")
-                return
-            error = f"{resp.status_code}: {resp.text[:300]}"
+    """POST one batch; a connection error or a 5xx is retried ``options.retries`` times (0.1 s doubling, 2 s cap)."""
+
+    def post() -> requests.Response:
+        resp = session.post(f"{target}/v1/push", json={"records": records}, timeout=30)
+        if resp.status_code >= 500:
+            raise _ServerError(resp)
+        return resp
+
+    def count_failure(_: RetryCallState) -> None:
         report.retried_requests += 1
-        time.sleep(min(2.0, 0.1 * 2**attempt))
+
+    retrying = Retrying(
+        stop=stop_after_attempt(options.retries + 1),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        retry=retry_if_exception_type((requests.RequestException, _ServerError)),
+        after=count_failure,
+        reraise=True,
+    )
+    try:
+        resp = retrying(post)
+    except (requests.RequestException, _ServerError) as exc:
+        error = str(exc) if isinstance(exc, _ServerError) else f"{type(exc).__name__}: {exc}"
+        report.rejected += len(records)
+        report.errors.append(f"gave up after {options.retries} retries: {error}")
+        return
+    if resp.status_code == 200:
+        body = resp.json()
+        report.accepted += body["accepted"]
+        report.unchanged += body["unchanged"]
+        return
+    # refused as sent (4xx): retrying cannot help
     report.rejected += len(records)
-    report.errors.append(f"gave up after {options.retries} retries: {error}")
+    report.errors.append(f"{resp.status_code}: {resp.text[:300]}")
 
 
 def replay(df: pd.DataFrame, target: str, options: ReplayOptions) -> ReplayReport:

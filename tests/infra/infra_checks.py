@@ -9,7 +9,7 @@ Sub-commands (each exits non-zero on the first class of failure it finds and pri
              the Terraform-output fixtures, `helm lint --strict` the local charts, validate their
              values against values.schema.json and render them to build/manifests/<env>/
   validate   validate every rendered manifest: built-in kinds with kubernetes-validate --strict
-             semantics, CRD kinds against ../shared/schemas (or tests/infra/schemas)
+             semantics, CRD kinds against the schemas in tests/infra/schemas (vendored upstream CRDs)
 
 Only the standard library, PyYAML, jsonschema, kubernetes-validate, bc-python-hcl2 and helm-python-sdk
 are used; all ship in requirements/infra-lint.txt.
@@ -34,33 +34,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HELMFILE_DIR = Path(os.environ.get("CITYSCALE_HELMFILE_DIR", REPO / "helmfile.d")).resolve()
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-LOCAL_SCHEMAS = Path(__file__).resolve().parent / "schemas"
+# Vendored upstream CRDs and CityScale's own JSON schemas (tests/infra/schemas/README.md).
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ENVIRONMENTS = ("dev", "prod")
 # A sample git SHA standing in for --state-values-set image.tag=$(GIT_SHA).
 SAMPLE_TAG = os.environ.get("CITYSCALE_IMAGE_TAG", "0123456789ab")
 KUBE_VERSION = "1.33.0"
 
 
-def shared_schemas_dir() -> Path:
-    return Path(os.environ.get("CITYSCALE_SHARED_SCHEMAS", REPO.parent / "shared" / "schemas"))
-
-
-# CRD kind -> schema source. ("shared", file, version) reads openAPIV3Schema of that version from
-# ../shared/schemas; ("local", file) is a JSON schema in tests/infra/schemas.
+# CRD kind -> schema in SCHEMAS. ("crd", file, version) reads openAPIV3Schema of that version from an upstream
+# CustomResourceDefinition; ("json", file) is a JSON schema written for CityScale.
 CRD_SCHEMAS: dict[tuple[str, str], tuple[str, ...]] = {
     ("serving.kserve.io/v1beta1", "InferenceService"): (
-        "shared",
+        "crd",
         "serving.kserve.io_inferenceservices.yaml",
         "v1beta1",
     ),
-    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("shared", "trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("crd", "trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
     ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"): (
-        "shared",
+        "crd",
         "trainer.kubeflow.org_clustertrainingruntimes.yaml",
         "v1alpha1",
     ),
-    ("monitoring.coreos.com/v1", "PrometheusRule"): ("local", "monitoring.coreos.com_prometheusrules.json"),
-    ("monitoring.coreos.com/v1", "PodMonitor"): ("local", "monitoring.coreos.com_podmonitors.json"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ("json", "monitoring.coreos.com_prometheusrules.json"),
+    ("monitoring.coreos.com/v1", "PodMonitor"): ("json", "monitoring.coreos.com_podmonitors.json"),
 }
 
 
@@ -463,12 +460,9 @@ def crd_schema(api_version: str, kind: str) -> dict | None:
     spec = CRD_SCHEMAS.get((api_version, kind))
     if spec is None:
         return None
-    if spec[0] == "local":
-        return json.loads((LOCAL_SCHEMAS / spec[1]).read_text())
-    crd_path = shared_schemas_dir() / spec[1]
-    if not crd_path.is_file():
-        raise FileNotFoundError(f"{crd_path} (set CITYSCALE_SHARED_SCHEMAS)")
-    crd = load_yaml(crd_path)
+    if spec[0] == "json":
+        return json.loads((SCHEMAS / spec[1]).read_text())
+    crd = load_yaml(SCHEMAS / spec[1])
     for ver in crd["spec"]["versions"]:
         if ver["name"] == spec[2]:
             return ver["schema"]["openAPIV3Schema"]

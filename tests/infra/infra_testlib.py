@@ -13,7 +13,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = Path(__file__).resolve().parent / "infra_checks.py"
 LINT_VENV = Path(os.environ.get("LINT_VENV", REPO / ".venv-lint"))
-SHARED_SCHEMAS = Path(os.environ.get("CITYSCALE_SHARED_SCHEMAS", REPO.parent / "shared" / "schemas"))
+# The vendored upstream CRDs (KServe v0.20.0, Kubeflow Trainer v2.3.0) and CityScale's JSON schemas; see README.md
+# there. infra_checks.py (run by the lint venv, apart from the tests) names the same folder SCHEMAS.
+CRD_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 SAMPLE_TAG = "0123456789ab"
 
 
@@ -36,6 +38,12 @@ def run_lint(
 
 def run_checks(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return run_lint([str(lint_bin("python")), str(CHECKS), *args], env=env)
+
+
+def crd_openapi_schema(file: str, version: str) -> dict:
+    """The openAPIV3Schema of one served version of a vendored CustomResourceDefinition in CRD_SCHEMAS."""
+    crd = yaml.safe_load((CRD_SCHEMAS / file).read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
 
 
 def load_docs(path: Path) -> list[dict]:

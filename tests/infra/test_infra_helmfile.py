@@ -90,7 +90,7 @@ def test_remote_charts_pinned_exactly():
 
 def test_versions_match_validated_crd_schemas():
     by_name = {r["name"]: r for _, s in states() for r in s["releases"]}
-    assert by_name["kubeflow-trainer"]["version"] == "2.3.0"  # ../shared/schemas trainer v2.3.0
+    assert by_name["kubeflow-trainer"]["version"] == "2.3.0"  # tests/infra/schemas: trainer v2.3.0
     assert by_name["kserve-crd"]["version"] == by_name["kserve"]["version"] == "v0.20.0"
     assert by_name["kserve"]["chart"] == "oci://ghcr.io/kserve/charts/kserve-resources"
 

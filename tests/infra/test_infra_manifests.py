@@ -7,7 +7,16 @@ import json
 import jsonschema
 import pytest
 import yaml
-from infra_testlib import SAMPLE_TAG, SHARED_SCHEMAS, find, fixture_values, lint_bin, load_docs, run_checks, run_lint
+from infra_testlib import (
+    SAMPLE_TAG,
+    crd_openapi_schema,
+    find,
+    fixture_values,
+    lint_bin,
+    load_docs,
+    run_checks,
+    run_lint,
+)
 
 ALLOWED_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 
@@ -26,8 +35,6 @@ def test_all_rendered_manifests_validate(rendered):
 
 
 def test_validator_rejects_invalid_documents(tmp_path):
-    if not SHARED_SCHEMAS.is_dir():
-        pytest.skip(f"{SHARED_SCHEMAS} not found (CRD schemas are provided in ../shared/schemas)")
     bad = [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "y"}, "spec": {"portz": []}},
         {
@@ -51,13 +58,9 @@ def test_validator_rejects_invalid_documents(tmp_path):
         assert proc.returncode != 0, (doc["kind"], proc.stdout)
 
 
-def test_trainjob_for_torch_distributed_matches_shared_schema():
+def test_trainjob_for_torch_distributed_matches_the_upstream_schema():
     """The TrainJob shape CityScale's train step creates (runtime torch-distributed, N nodes x G GPUs)."""
-    crd_path = SHARED_SCHEMAS / "trainer.kubeflow.org_trainjobs.yaml"
-    if not crd_path.is_file():
-        pytest.skip(f"{crd_path} not found")
-    crd = yaml.safe_load(crd_path.read_text())
-    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
+    schema = crd_openapi_schema("trainer.kubeflow.org_trainjobs.yaml", "v1alpha1")
     values = fixture_values("prod")
     job = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",

@@ -24,7 +24,7 @@ from cityscale.ingestion.quality import DataQualityError
 from cityscale.ingestion.run import ingest_embedded, ingest_snapshot
 from cityscale.schema import RAW_KEY
 from cityscale.sources import melbourne
-from tests.conftest import MELBOURNE_PCS
+from tests.conftest import MELBOURNE_2022_JANUARY, MELBOURNE_LOCATIONS
 from tests.fixtures import melbourne_portal as replay
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,14 +156,13 @@ def test_disk_full_mid_write_keeps_the_previous_state_and_rerun_converges(
 
 
 # --- duplicated records across pages --------------------------------------------------------------------------
-@pytest.mark.skipif(not MELBOURNE_PCS.is_dir(), reason=f"{MELBOURNE_PCS} is not present")
 def test_pages_with_duplicated_records_land_nothing_and_the_rerun_converges(tmp_path: Path) -> None:
     """The API serves some records twice (on two pages, as offset pagination does when rows shift).
 
     The quality step treats duplicate keys as a hard error: the run fails clearly, nothing lands, the cursor stays;
     the next (clean) sync lands exactly what a never-faulted sync lands.
     """
-    long = melbourne.read_wide_csv(MELBOURNE_PCS / "grouped_data_2022_2022.csv")
+    long = melbourne.read_wide_csv(MELBOURNE_2022_JANUARY)
     days = long[long["timestamp_local"] < "2022-01-03"].reset_index(drop=True)
     records = replay.melbourne_records(days)
     duplicated = pd.concat([records, records.iloc[::7], records.iloc[95:105]], ignore_index=True)
@@ -172,7 +171,7 @@ def test_pages_with_duplicated_records_land_nothing_and_the_rerun_converges(tmp_
     portal.set_dataset(counts, duplicated)
     portal.set_dataset(
         "pedestrian-counting-system-sensor-locations",
-        replay.melbourne_locations(MELBOURNE_PCS / "sensor_locations.csv"),
+        replay.melbourne_locations(MELBOURNE_LOCATIONS),
     )
     settings = Settings(workdir=tmp_path)
     store, clean_store = settings.resolved_store_uri, str(tmp_path / "clean")

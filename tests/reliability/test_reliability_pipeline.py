@@ -3,7 +3,7 @@
 Each run costs 40-90 s on 2 cores, so these run in the full profile only (``make test-reliability``); the CI
 profile checks the compiled retry policies (cheap). What kfp.local cannot show: caching across reruns of the
 training pipeline, since its ingest and features tasks are deliberately never cached (new hours every run) and
-tasks with ``Output[Metrics]`` never get a local cache hit (STACK_NOTES), so every downstream task reruns too.
+tasks with ``Output[Metrics]`` never get a local cache hit (kfp.local's behaviour), so every downstream task reruns too.
 """
 
 from __future__ import annotations

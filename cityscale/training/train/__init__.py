@@ -1,7 +1,8 @@
 """Training entry point: examples in, model artifact (weights + contract) out.
 
 One code path for every mode. ``train_model`` runs in-process (``make run``, the train component)
-and, from ``python -m cityscale.training.train``, under any Trainer configuration: one process, DDP over
+and, from ``cityscale train`` (``python -m cityscale.training.train`` in TrainJob pods, see ``__main__.py``:
+the same typer command, ``cityscale/cli/training.py``), under any Trainer configuration: one process, DDP over
 several CPU processes (gloo) or GPUs, several nodes. Only the Trainer's arguments change, never the
 model code. The global batch (``settings.batch_size``) is split over the ranks, every rank is
 seeded, and only rank 0 writes the artifact.
@@ -10,17 +11,15 @@ Checkpoints (``ckpt_dir``, any fsspec path) are written every ``ckpt_every_n_epo
 ``ckpt_every_n_steps`` steps); a run that finds one there resumes from it (epoch, optimizer, LR
 schedule), so a killed run, rerun with the same arguments, continues where it stopped.
 
-    python -m cityscale.training.train --examples examples.npz --out model/ [--devices 2 --strategy ddp
+    cityscale train --examples examples.npz --out model/ [--devices 2 --strategy ddp
         --accelerator cpu] [--precision bf16-mixed] [--num-nodes N] [--ckpt-dir DIR] [--max-epochs N]
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -285,52 +284,50 @@ def _precision(value: str) -> str:
     return {"32": "32-true", "16": "16-mixed"}.get(value, value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cityscale.training.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", required=True, help="examples .npz (the features step's Dataset); path or URI")
-    parser.add_argument("--out", required=True, help="model artifact directory or URI (written by rank 0)")
-    parser.add_argument("--devices", type=int, default=1)
-    parser.add_argument("--strategy", default="auto", choices=["auto", "ddp"])
-    parser.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"])
-    parser.add_argument("--precision", default="32", choices=["32", "32-true", "bf16-mixed"])
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--ckpt-dir", default=None, help="checkpoint directory (fsspec); resumes from it")
-    parser.add_argument("--ckpt-every-epochs", type=int, default=1)
-    parser.add_argument("--ckpt-every-steps", type=int, default=None)
-    parser.add_argument("--max-epochs", type=int, default=None, help="default: settings (CITYSCALE_MAX_EPOCHS)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def train_from_files(
+    examples: str,
+    out: str,
+    *,
+    devices: int = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    precision: str = "32",
+    num_nodes: int = 1,
+    ckpt_dir: str | None = None,
+    ckpt_every_epochs: int = 1,
+    ckpt_every_steps: int | None = None,
+    max_epochs: int | None = None,
+) -> None:
+    """``cityscale train`` / ``python -m cityscale.training.train``: examples file in, artifact out.
 
+    Rank 0 prints one ``CITYSCALE_TRAIN_RESULT {json}`` line (what TrainJob and the tests parse).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
-    if args.max_epochs is not None:
-        settings = settings.model_copy(update={"max_epochs": args.max_epochs})
-    examples = _load_examples(args.examples)
+    if max_epochs is not None:
+        settings = settings.model_copy(update={"max_epochs": max_epochs})
+    data = _load_examples(examples)
     run = TrainRun()
-    remote = "://" in args.out  # e.g. gs:// from a TrainJob: train into a local directory, then upload
-    local_out = Path(tempfile.mkdtemp(prefix="cityscale-model-")) if remote else Path(args.out)
+    remote = "://" in out  # e.g. gs:// from a TrainJob: train into a local directory, then upload
+    local_out = Path(tempfile.mkdtemp(prefix="cityscale-model-")) if remote else Path(out)
     contract = train_model(
-        examples,
+        data,
         local_out,
         settings,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=_precision(args.precision),
-        ckpt_dir=args.ckpt_dir,
-        ckpt_every_n_epochs=args.ckpt_every_epochs,
-        ckpt_every_n_steps=args.ckpt_every_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=_precision(precision),
+        ckpt_dir=ckpt_dir,
+        ckpt_every_n_epochs=ckpt_every_epochs,
+        ckpt_every_n_steps=ckpt_every_steps,
         run=run,
     )
     if run.global_rank != 0:
-        return 0
+        return
     if remote:
-        _publish(local_out, args.out)
+        _publish(local_out, out)
     result = {k: v for k, v in run.__dict__.items() if k != "extra"}
-    result.update(samples_per_s=run.samples_per_s, val_loss=contract.val_loss, out=str(args.out))
+    result.update(samples_per_s=run.samples_per_s, val_loss=contract.val_loss, out=str(out))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
