@@ -17,6 +17,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# Locked runtime dependencies first (a layer that changes only with the lock): requirements/app.lock pins every
+# package by sha256 (make lock). Its torch is PyPI's torch==2.13.0, on Linux x86-64 the CUDA build with the nvidia-*
+# CUDA runtime wheels and triton, so training steps on GPU nodes use the GPU; the local venv and CI use the CPU
+# build from requirements/dev.lock (torch==2.13.0+cpu), with every other package at the same version.
+COPY requirements/app.lock /tmp/app.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/app.lock && rm /tmp/app.lock
 COPY pyproject.toml README.md ./
 COPY cityscale ./cityscale
 COPY components ./components
@@ -26,7 +32,9 @@ COPY serving ./serving
 COPY feature_repo ./feature_repo
 # The Airbyte low-code manifests and connection files (embedded and airbyte-server ingestion modes).
 COPY airbyte ./airbyte
-RUN pip install --no-cache-dir . && pip check
+# The project itself only: its dependencies are all in the lock (pip check proves it), and its build backend
+# (setuptools, wheel) too, so nothing is resolved or downloaded unpinned here.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && pip check
 
 USER 10001:10001
 ENV CITYSCALE_WORKDIR=/tmp/cityscale \

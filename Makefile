@@ -17,14 +17,39 @@ TF_DIR = terraform/envs/$(ENV)
 TF_OUT := build/terraform
 REGISTRY ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(ENV).helmfile-values.json"))["registry"])' 2>/dev/null)
 HELMFILE := helmfile --file helmfile.d --environment $(ENV) --state-values-set image.tag=$(GIT_SHA)
+# Locked installs (README "Installs and locks"): make venv installs requirements/dev.lock with hashes; the app image
+# installs requirements/app.lock; make lock regenerates both with uv (pinned in requirements/tools.lock, in LOCK_VENV).
+LOCK ?= requirements/dev.lock
+APP_LOCK := requirements/app.lock
+LOCK_VENV ?= .venv-lock
+# Where pip and uv find the CPU torch wheel (torch==2.13.0+cpu): /opt/wheels when it holds one, else the PyTorch CPU
+# index's torch page. The lock's sha256 decides which file is accepted, wherever it comes from.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,$(TORCH_CPU_INDEX)/torch/)
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --no-header --python-version 3.11 \
+  --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple $(if $(UPGRADE),--upgrade)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip wheel
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --find-links $(TORCH_FIND_LINKS) -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	@touch $@
+
+$(LOCK_VENV)/.installed: requirements/tools.lock
+	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --require-hashes -r requirements/tools.lock
+	@touch $@
+
+.PHONY: lock
+lock: $(LOCK_VENV)/.installed ## Regenerate requirements/dev.lock (venv, CPU torch) and app.lock (image, CUDA torch) with hashes (UPGRADE=1: newest versions)
+	$(UV_COMPILE) pyproject.toml requirements/dev.in --extra dev --find-links $(TORCH_FIND_LINKS) -o $(LOCK)
+	@mkdir -p build/lock && grep -E '^[A-Za-z0-9]' $(LOCK) | sed 's/ \\$$//' | grep -v '^torch==' > build/lock/dev-pins.txt
+	$(UV_COMPILE) pyproject.toml requirements/app.in --constraint build/lock/dev-pins.txt -o $(APP_LOCK)
+	@for f in $(LOCK):requirements/dev.in $(APP_LOCK):requirements/app.in; do \
+	  { sed -n '/^#/!q;p' $${f#*:}; echo; grep -v '^#' $${f%%:*}; } > $${f%%:*}.tmp && mv $${f%%:*}.tmp $${f%%:*}; done
+	@echo "lock: wrote $(LOCK) and $(APP_LOCK); make venv reinstalls from $(LOCK)"
 
 .PHONY: help
 help: ## Show this help
@@ -144,6 +169,8 @@ platform-sync: ## helmfile sync of helmfile.d for $(ENV) with image tag $(GIT_SH
 	$(HELMFILE) --selector tier=platform sync
 	kubectl -n cityscale get secret feast-redis-auth >/dev/null 2>&1 || \
 	  kubectl -n cityscale create secret generic feast-redis-auth --from-literal=password="$$(openssl rand -hex 32)"
+	kubectl -n cityscale get secret cityscale-realtime-token >/dev/null 2>&1 || \
+	  kubectl -n cityscale create secret generic cityscale-realtime-token --from-literal=token="$$(openssl rand -hex 32)"
 	$(HELMFILE) --selector tier=app sync
 
 .PHONY: images

@@ -70,9 +70,12 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("kfp_namespace", "KFP_NAMESPACE", "CITYSCALE_KFP_NAMESPACE")
     )
 
-    # Cluster resources of the train task (ignored by kfp.local).
+    # Cluster resources of the train task (ignored by kfp.local). Requests fit a g2-standard-8 L4 node's
+    # allocatable (about 7.9 CPU, 29 GB); the limits let the pod burst to the node's size.
     gpu_node_type: str = "nvidia-l4"  # GKE accelerator label of the GPU node pool
     train_gpus: int = 1
+    train_cpu_request: str = "6"
+    train_memory_request: str = "24G"
     train_cpu_limit: str = "8"
     train_memory_limit: str = "32G"
 
@@ -191,6 +194,9 @@ class Settings(BaseSettings):
     realtime_max_records: int = 10_000  # per push request; larger batches get a 413
     realtime_push_timeout_s: float = 5.0  # the gateway's calls to the feature server's /push
     realtime_catch_up_delay_s: float = 1.0  # rows of sensors that did not push into a new hour: sent this late
+    # Bearer token every gateway request but GET /health must carry (`Authorization: Bearer <token>`, else a 401).
+    # Empty: no check (loopback use). The cluster's Deployment sets it from a Secret (cityscale-platform chart).
+    realtime_token: str = Field("", repr=False)
 
     # Monitoring (cityscale/monitoring/). The predictor records every served forecast to
     # <store>/forecast_log/ in the background (dropped, never blocking, when the queue is full).

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cityscale import storage
+from cityscale.model.contract import ModelContract
 
 ALIASES = ("latest", "production")
 
@@ -39,14 +40,39 @@ def version_uri(registry_uri: str, name: str, version: str) -> str:
     return storage.join(_root(registry_uri, name), "versions", version)
 
 
-def register(model_dir: str | Path, registry_uri: str, name: str, metrics: dict[str, Any], model_card: str) -> str:
+def model_card(contract: ModelContract, model_name: str, metrics: dict[str, float], scored_on: str) -> str:
+    """The registry's model card: what the model is, what it was trained on, how it was scored."""
+    sources = {
+        "melbourne": "City of Melbourne Pedestrian Counting System",
+        "auckland": "Heart of the City Auckland pedestrian counts",
+    }
+    return "\n".join(
+        [
+            f"# {model_name}",
+            "",
+            f"Global quantile model ({contract.architecture}; members {contract.members}, their quantiles averaged) "
+            f"forecasting {contract.horizon} hourly counts (quantiles {contract.quantiles}) from the previous "
+            f"{contract.input_window} hours and calendar covariates. Trained on origins {contract.training_start} .. "
+            f"{contract.training_end} ({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
+            f"cities {contract.cities}).",
+            "",
+            f"## Backtest metrics ({scored_on})",
+            "",
+            *[f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())],
+            "",
+            "Data: " + "; ".join(sources.get(c, c) for c in contract.cities) + " (CC BY 4.0).",
+        ]
+    )
+
+
+def register(model_dir: str | Path, registry_uri: str, name: str, metrics: dict[str, Any], card: str) -> str:
     """Copy a model artifact into the next version and point ``latest`` at it."""
     existing = versions(registry_uri, name)
     version = f"{int(existing[-1]) + 1 if existing else 1:04d}"
     target = version_uri(registry_uri, name, version)
     storage.upload_dir(model_dir, target)
     storage.write_json(storage.join(target, "metrics.json"), metrics)
-    storage.write_bytes_atomic(storage.join(target, "model_card.md"), model_card.encode())
+    storage.write_bytes_atomic(storage.join(target, "model_card.md"), card.encode())
     set_alias(registry_uri, name, "latest", version)
     return version
 

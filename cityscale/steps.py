@@ -3,7 +3,7 @@
 Each component in ``components/`` reads its settings once and calls exactly one function here (the deploy
 component's ``kserve`` target calls ``serving.rollout`` instead, a layer above this library), so every step
 can be tested and run without an orchestrator. ``make train-full`` (``cityscale.training.full``) reuses the
-same training, gate and registration functions.
+same training and scoring functions and the registry's model card.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from cityscale.model.contract import ModelContract
 from cityscale.model.examples import Examples
 from cityscale.panel import Panel
 from cityscale.training.train import train_model
-
-TRAIN_MODES = ("local", "trainjob")
 
 
 def ingest(
@@ -86,41 +84,43 @@ def build_features(raw_path: str, test_start: str, examples_out: str, settings: 
     return validate_training_set(examples_out, settings.input_window, settings.horizon)
 
 
-def train(
-    examples_path: str,
-    model_dir: str,
-    settings: Settings,
-    *,
-    mode: str = "local",
-    examples_uri: str = "",
-    output_uri: str = "",
-    num_nodes: int = 1,
-    gpus_per_node: int = 1,
-    task_config: Any = None,
-) -> ModelContract:
-    """Train in this process (after validating the features step's Dataset) or as a Kubeflow Trainer TrainJob.
+def train(examples_path: str, model_dir: str, settings: Settings, mode: str = "local") -> ModelContract:
+    """Train in this process, after validating the features step's Dataset (the pod holds the GPU).
 
-    ``local`` trains here; ``trainjob`` submits a TrainJob that reads ``examples_uri`` and writes under
-    ``output_uri`` (a retried step reuses it and resumes from the last checkpoint), then copies the model it
-    wrote into ``model_dir``. Either way the hyper-parameters are ``settings``.
+    ``mode`` is the pipeline's ``train_mode``: anything but ``local`` here is a typo that must not train.
     """
     from cityscale.features.training_set import validate_training_set
 
-    if mode not in TRAIN_MODES:
-        raise ValueError(f"train mode {mode!r} is not supported: use one of {', '.join(TRAIN_MODES)}")
-    if mode == "local":
-        validate_training_set(examples_path, settings.input_window, settings.horizon)
-        return train_model(Examples.load(examples_path), model_dir, settings)
+    if mode != "local":
+        raise ValueError(f"train mode {mode!r} is not supported: use 'local' or 'trainjob'")
+    validate_training_set(examples_path, settings.input_window, settings.horizon)
+    return train_model(Examples.load(examples_path), model_dir, settings)
+
+
+def train_on_trainjob(
+    examples_uri: str,
+    model_dir: str,
+    settings: Settings,
+    *,
+    output_uri: str,
+    num_nodes: int,
+    gpus_per_node: int,
+    task_config: Any = None,
+) -> ModelContract:
+    """Train as a Kubeflow Trainer TrainJob and copy the model it wrote into ``model_dir``.
+
+    The TrainJob reads ``examples_uri`` and writes under ``output_uri`` (a retried step reuses it and resumes
+    from the last checkpoint); the hyper-parameters are ``settings``, the placement the task's ``task_config``.
+    """
     from cityscale.training.trainjob import train_on_cluster
 
     return train_on_cluster(
-        examples_uri or examples_path,
+        examples_uri,
         model_dir,
         settings,
         output_uri=output_uri,
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
-        max_epochs=settings.max_epochs,
         task_config=task_config,
     )
 
@@ -146,31 +146,6 @@ def write_evaluation(evaluation: Evaluation, markdown_out: str, html_out: str, v
     Path(verdict_out).write_text(json.dumps(verdict, indent=2))
 
 
-def _model_card(contract: ModelContract, model_name: str, metrics: dict[str, float], scored_on: str) -> str:
-    """The registry's model card: what the model is, what it was trained on, how it was scored."""
-    sources = {
-        "melbourne": "City of Melbourne Pedestrian Counting System",
-        "auckland": "Heart of the City Auckland pedestrian counts",
-    }
-    return "\n".join(
-        [
-            f"# {model_name}",
-            "",
-            f"Global quantile model ({contract.architecture}; members {contract.members}, their quantiles averaged) "
-            f"forecasting {contract.horizon} hourly counts (quantiles {contract.quantiles}) from the previous "
-            f"{contract.input_window} hours and calendar covariates. Trained on origins {contract.training_start} .. "
-            f"{contract.training_end} ({contract.n_train_examples:,} examples, {len(contract.sensors_seen)} sensors, "
-            f"cities {contract.cities}).",
-            "",
-            f"## Backtest metrics ({scored_on})",
-            "",
-            *[f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())],
-            "",
-            "Data: " + "; ".join(sources.get(c, c) for c in contract.cities) + " (CC BY 4.0).",
-        ]
-    )
-
-
 def register(
     model_dir: str | Path,
     verdict: dict[str, Any],
@@ -181,8 +156,7 @@ def register(
     """Register a model that passed evaluation as the next version (``latest``) with its metrics and card."""
     if not verdict["passed"]:
         raise ValueError(f"refusing to register a model that failed evaluation: {verdict['reason']}")
-    contract = ModelContract.load(model_dir)
-    card = _model_card(contract, settings.model_name, verdict["metrics"], scored_on)
+    card = registry.model_card(ModelContract.load(model_dir), settings.model_name, verdict["metrics"], scored_on)
     return registry.register(model_dir, registry_uri, settings.model_name, verdict["metrics"], card)
 
 

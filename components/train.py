@@ -4,37 +4,17 @@ from kfp.dsl import Dataset, Input, Model, Output
 from components import IMAGE
 
 
-# The task's GPU request, node selector and tolerations are passed through to the TrainJob (trainjob mode) and
-# not applied to this pod, which then only launches and watches the job; env vars apply to both.
-@dsl.component(
-    base_image=IMAGE,
-    install_kfp_package=False,
-    task_config_passthroughs=[
-        dsl.TaskConfigField.RESOURCES,
-        dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
-        dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
-        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
-    ],
-)
-def train(
-    examples: Input[Dataset],
-    max_epochs: int,
-    model: Output[Model],
-    task_config: dsl.TaskConfig,
-    mode: str = "local",
-    num_nodes: int = 1,
-    gpus_per_node: int = 1,
-) -> float:
-    """Train the global quantile model with PyTorch Lightning and write the model artifact.
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(examples: Input[Dataset], max_epochs: int, model: Output[Model], mode: str = "local") -> float:
+    """Train the global quantile model with PyTorch Lightning in this pod and write the model artifact.
+
+    The pipeline gives this task its CPU and memory requests, the GPU, the GPU node selector and toleration
+    (``train_mode=local``); ``train_on_trainjob`` is the task for ``train_mode=trainjob``.
 
     Args:
         examples: Training examples from the features step.
         max_epochs: Number of training epochs.
-        task_config: The task's resources, node selector, tolerations and env (set by KFP; empty locally).
-        mode: "local" trains in this task's process; "trainjob" launches a Kubeflow Trainer TrainJob
-            (torch-distributed, NCCL, bf16) and emits the model it wrote.
-        num_nodes: TrainJob nodes (trainjob mode).
-        gpus_per_node: GPUs per TrainJob node (trainjob mode; 0 = CPU nodes).
+        mode: The pipeline's ``train_mode``; this task runs for every value but "trainjob" and refuses all but "local".
 
     Returns:
         The final validation pinball loss.
@@ -42,16 +22,6 @@ def train(
     from cityscale import steps
     from cityscale.config import Settings
 
-    contract = steps.train(
-        examples.path,
-        model.path,
-        Settings(max_epochs=max_epochs),
-        mode=mode,
-        examples_uri=examples.uri,
-        output_uri=model.uri.rstrip("/") + "-trainjob",  # per run and task: a retried TrainJob resumes here
-        num_nodes=num_nodes,
-        gpus_per_node=gpus_per_node,
-        task_config=task_config,
-    )
+    contract = steps.train(examples.path, model.path, Settings(max_epochs=max_epochs), mode=mode)
     model.metadata.update({"framework": "pytorch", "val_loss": contract.val_loss, "horizon": contract.horizon})
     return contract.val_loss

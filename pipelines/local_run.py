@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from kfp import local
 
@@ -120,21 +121,19 @@ class _PipelineLog(io.TextIOBase):
 def _quiet(log_path: Path, on_task: TaskCallback | None) -> Iterator[_PipelineLog]:
     """Route stdout, stderr and kfp.local's logging to ``log_path``; quieten known warnings."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("PYTHONWARNINGS")
-    with log_path.open("a", encoding="utf-8") as file, warnings.catch_warnings():
+    with (
+        log_path.open("a", encoding="utf-8") as file,
+        warnings.catch_warnings(),
+        mock.patch.dict(os.environ, {"PYTHONWARNINGS": QUIET_CHILD_WARNINGS}),  # the task subprocesses inherit it
+    ):
         for message in _QUIET_PARENT_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         stream = _PipelineLog(file, on_task)
-        os.environ["PYTHONWARNINGS"] = QUIET_CHILD_WARNINGS  # the task subprocesses inherit it
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield stream
         finally:
             stream.close_partial()
-            if previous is None:
-                os.environ.pop("PYTHONWARNINGS", None)
-            else:
-                os.environ["PYTHONWARNINGS"] = previous
 
 
 def run_training_locally(

@@ -44,9 +44,7 @@ from serving import metrics
 logger = logging.getLogger(__name__)
 
 QUANTILE_OUTPUTS = {0.1: "p10", 0.5: "p50", 0.9: "p90"}
-PLATFORM = (
-    "pytorch"  # V2 metadata platform: a torch state dict + contract.json, loaded by cityscale.forecasting.forecaster
-)
+PLATFORM = "pytorch"  # V2 metadata platform: a torch state dict + contract.json, loaded by forecasting.forecaster
 
 
 class CalendarCache:

@@ -5,7 +5,7 @@
 - No import cycle between the library's modules, counting imports inside functions too (a lazy import
   hides a cycle, it does not remove it).
 - Every KFP component calls exactly one function of ``cityscale.steps``, and ``steps`` holds nothing else
-  public than what a component (or ``make train-full``, which reuses them) calls.
+  public than what a component calls.
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ def test_each_component_is_a_thin_wrapper_over_one_step(component: str) -> None:
 
 def test_steps_holds_only_what_components_call() -> None:
     called = set().union(*(_steps_calls(p) for p in (ROOT / "components").glob("*.py")))
-    called |= _steps_calls(LIBRARY / "training" / "full.py")
     tree = ast.parse((LIBRARY / "steps.py").read_text())
     public = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
     assert public == called, f"uncalled: {sorted(public - called)}, missing: {sorted(called - public)}"

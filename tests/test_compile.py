@@ -35,20 +35,35 @@ def test_pipeline_spec_parses_strictly(compiled) -> None:
     assert "kubernetes" in platform_spec.platforms
 
 
-def test_train_task_requests_a_gpu_on_the_gpu_pool(compiled) -> None:
+def by_display_name(spec: dict, name: str) -> tuple[str, dict]:
+    """(component name, DAG task) of the task shown as ``name``, searched in every DAG of the pipeline."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    for dag in dags:
+        for task in dag["tasks"].values():
+            if task["taskInfo"]["name"] == name:
+                return task["componentRef"]["name"], task
+    raise KeyError(name)
+
+
+def test_train_in_task_holds_the_gpu_and_its_requests(compiled) -> None:
+    """train_mode=local on the cluster: the train pod itself gets CPU/memory requests, a GPU and the GPU pool."""
     spec, platform, _ = compiled
-    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
-    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert int(train["resources"]["accelerator"]["resourceCount"]) >= 1
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
-    assert k8s["nodeSelector"]["labels"]["cloud.google.com/gke-accelerator"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert int(resources["accelerator"]["resourceCount"]) >= 1
+    assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"]
+    assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"]
+    assert "taskConfigPassthroughs" not in spec["components"]["comp-train"]  # applied to the pod, not passed on
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-train", "exec-train-on-trainjob"):
+        assert k8s[executor]["nodeSelector"]["labels"]["cloud.google.com/gke-accelerator"], executor
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[executor]["tolerations"]
 
 
-def test_train_task_passes_its_gpu_placement_through_to_the_trainjob(compiled) -> None:
+def test_trainjob_task_passes_its_gpu_placement_through_to_the_trainjob(compiled) -> None:
     """trainjob mode: the task's GPU request, node selector and tolerations go to the TrainJob, not the launcher."""
     spec, _, _ = compiled
-    component = spec["components"]["comp-train"]
+    component = spec["components"]["comp-train-on-trainjob"]
     passthroughs = {p["field"]: p.get("applyToTask", False) for p in component["taskConfigPassthroughs"]}
     assert passthroughs == {
         "RESOURCES": False,
@@ -57,10 +72,24 @@ def test_train_task_passes_its_gpu_placement_through_to_the_trainjob(compiled) -
         "ENV": True,
     }
     assert component["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
-    inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    for param, pipeline_param in (("mode", "train_mode"), ("num_nodes", "train_num_nodes")):
-        assert inputs[param]["componentInputParameter"] == pipeline_param
+    resources = spec["deploymentSpec"]["executors"]["exec-train-on-trainjob"]["container"]["resources"]
+    assert int(resources["accelerator"]["resourceCount"]) >= 1  # handed to the TrainJob's nodes
     assert spec["root"]["inputDefinitions"]["parameters"]["train_mode"]["defaultValue"] == "local"
+
+
+def test_train_mode_picks_exactly_one_branch_and_each_gates_its_own_model(compiled) -> None:
+    spec, _, _ = compiled
+    in_task_component, in_task = by_display_name(spec, "train-in-task")
+    trainjob_component, on_trainjob = by_display_name(spec, "train-on-trainjob")
+    assert (
+        in_task["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--train_mode'] != 'trainjob'"
+    )
+    assert on_trainjob["triggerPolicy"]["condition"] == f"!({in_task['triggerPolicy']['condition']})"
+    for component, trainer in ((in_task_component, "train"), (trainjob_component, "train-on-trainjob")):
+        tasks = spec["components"][component]["dag"]["tasks"]
+        assert tasks[trainer]["componentRef"]["name"] == f"comp-{trainer}"
+        (gate,) = [t for t in tasks.values() if t["taskInfo"]["name"] == "Gate and deploy"]
+        assert gate["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == trainer
 
 
 def test_every_task_uses_the_project_image_and_installs_nothing(compiled) -> None:
@@ -74,10 +103,15 @@ def test_every_task_uses_the_project_image_and_installs_nothing(compiled) -> Non
 def test_register_and_deploy_are_gated_by_evaluate(compiled) -> None:
     spec, _, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
-    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
-    assert "evaluate" in str(tasks["condition-1"]["inputs"]) and "== true" in condition
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(inner) == {"register", "deploy"}
+    for sub_pipeline in ("comp-cityscale-gate-and-deploy", "comp-cityscale-gate-and-deploy-2"):
+        (gate,) = [t for t in spec["components"][sub_pipeline]["dag"]["tasks"].values() if "triggerPolicy" in t]
+        assert gate["taskInfo"]["name"] == "model-beats-baselines"
+        assert "evaluate" in str(gate["inputs"]) and "== true" in gate["triggerPolicy"]["condition"]
+        inner = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+        assert {t["componentRef"]["name"].removesuffix("-2") for t in inner.values()} == {
+            "comp-register",
+            "comp-deploy",
+        }
     assert tasks["ingest"]["cachingOptions"] == {} or not tasks["ingest"]["cachingOptions"].get("enableCache")
 
 

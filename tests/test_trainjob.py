@@ -12,19 +12,14 @@ The created TrainJob and the runtime it references are validated against the ups
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import jsonschema
 import pytest
@@ -34,285 +29,12 @@ from cityscale.config import TRAINING_FIELDS, Settings
 from cityscale.model.contract import ModelContract
 from cityscale.training import trainjob
 from tests.conftest import sample_examples
-from tests.fake_kubernetes_server import FakeKubernetesServer
+from tests.fake_trainer_api import GROUP, NAMESPACE, ROOT, TORCH_DISTRIBUTED, FakeTrainerApi, forbidden
 from tests.infra.infra_testlib import crd_openapi_schema
-
-ROOT = Path(__file__).resolve().parents[1]
-RBAC = ROOT / "helmfile.d" / "charts" / "cityscale-platform" / "templates" / "rbac.yaml"
-NAMESPACE = "cityscale"
-GROUP = "trainer.kubeflow.org"
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-# /api/v1/... or /apis/<group>/<version>/..., optionally namespaced, then resource[/name[/subresource]].
-ROUTE = re.compile(r"^/apis?/(?:([^/]+)/)?v1(?:alpha1)?/(?:namespaces/([^/]+)/)?([^/]+)(?:/([^/]+))?(?:/([^/]+))?$")
-CREATED = "2026-01-01T00:00:00Z"
-
-# The upstream torch-distributed ClusterTrainingRuntime (kubeflow/trainer v2.3.0 manifests), as the fake serves it.
-TORCH_DISTRIBUTED = {
-    "apiVersion": "trainer.kubeflow.org/v1alpha1",
-    "kind": "ClusterTrainingRuntime",
-    "metadata": {"name": "torch-distributed", "labels": {"trainer.kubeflow.org/framework": "torch"}},
-    "spec": {
-        "mlPolicy": {"numNodes": 1, "torch": {"numProcPerNode": "auto"}},
-        "template": {
-            "spec": {
-                "replicatedJobs": [
-                    {
-                        "name": "node",
-                        "template": {
-                            "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
-                            "spec": {
-                                "template": {
-                                    "spec": {
-                                        "containers": [
-                                            {
-                                                "name": "node",
-                                                "image": "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime",
-                                                "command": ["/bin/bash", "-c", "echo 'Torch Distributed Runtime'"],
-                                            }
-                                        ]
-                                    }
-                                }
-                            },
-                        },
-                    }
-                ]
-            }
-        },
-    },
-}
-
-
-def condition(kind: str, reason: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": CREATED}
-
-
-def forbidden(api: FakeTrainerApi) -> list[str]:
-    """Refused requests, less the SDK's version probe of kubeflow-system (it only warns; no grant is needed)."""
-    return [f for f in api.forbidden if "/kubeflow-system/configmaps/" not in f]
 
 
 def crd_schema(file: str) -> dict[str, Any]:
     return crd_openapi_schema(file, "v1alpha1")
-
-
-def rbac_rules() -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], set[str]]]:
-    """(namespaced, cluster) grants of the chart's Role and ClusterRole, keyed by (apiGroup, resource)."""
-    text = re.sub(r"\{\{-?[^}]*\}\}", "templated", RBAC.read_text())
-    grants: dict[str, dict[tuple[str, str], set[str]]] = {"Role": {}, "ClusterRole": {}}
-    for doc in yaml.safe_load_all(text):
-        if doc and doc["kind"] in grants:
-            for rule in doc["rules"]:
-                for group in rule["apiGroups"]:
-                    for res in rule["resources"]:
-                        grants[doc["kind"]].setdefault((group, res), set()).update(rule["verbs"])
-    return grants["Role"], grants["ClusterRole"]
-
-
-class FakeTrainerApi(FakeKubernetesServer):
-    """Stand-in for the API server + Trainer controller: TrainJobs, runtimes, pods, logs, events (see module doc)."""
-
-    def __init__(self, scenario: str = "run"):
-        super().__init__()
-        self.scenario = scenario  # "run" (execute the job's command), "fail", "stuck"
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.forbidden: list[str] = []
-        self.deleted: list[str] = []
-        self.polls: dict[str, int] = {}
-        self.procs: dict[str, dict[str, Any]] = {}
-        self.role, self.cluster_role = rbac_rules()
-
-    def serve(self, handler: BaseHTTPRequestHandler, method: str, body: Any) -> None:
-        url = urlparse(handler.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        with self._lock:
-            self.requests.append({"method": method, "path": url.path, "query": query, "body": body})
-        if url.path.endswith("/log") and self._allowed(method, url.path):
-            self._stream_log(handler, url.path.split("/")[-2])
-            return
-        with self._lock:
-            code, answer = self.handle(method, url.path, query, body)
-        self.reply(handler, code, answer)
-
-    def _stream_log(self, handler: BaseHTTPRequestHandler, pod: str) -> None:
-        """Follow a pod's log: write lines as the process prints them, close when it exits."""
-        job = pod.rsplit("-node-", 1)[0]
-        handler.send_response(200)
-        handler.send_header("content-type", "text/plain")
-        handler.end_headers()
-        sent = 0
-        while True:
-            state = self.procs.get(job, {"lines": [f"{job}: scripted log line"], "done": True})
-            lines, done = list(state["lines"]), state["done"]
-            for line in lines[sent:]:
-                handler.wfile.write((line + "\n").encode())
-            handler.wfile.flush()
-            sent = len(lines)
-            if done:
-                return
-            time.sleep(0.05)
-
-    def __exit__(self, *exc: Any) -> None:
-        for state in self.procs.values():
-            if state["proc"].poll() is None:
-                state["proc"].kill()
-            state["proc"].wait(timeout=10)
-        super().__exit__(*exc)
-
-    def client(self) -> Any:
-        from kubernetes import client
-
-        return trainjob.make_client(NAMESPACE, client.Configuration(host=self.url))
-
-    # -- authorization: the chart's Role (namespace cityscale) and ClusterRole --
-    def _allowed(self, method: str, path: str) -> bool:
-        verb = {"GET": "get", "POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[method]
-        m = ROUTE.match(path)
-        if not m:
-            return False
-        group, namespace, resource, name, sub = m.groups()
-        group = group if path.startswith("/apis/") else ""
-        if verb == "get" and name is None:
-            verb = "list"
-        resource = f"{resource}/{sub}" if sub else resource
-        grants = self.role if namespace else self.cluster_role
-        ok = (namespace in (None, NAMESPACE)) and verb in grants.get((group, resource), set())
-        if not ok:
-            self.forbidden.append(f"{method} {path}")
-        return ok
-
-    @staticmethod
-    def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
-        return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message}
-
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if not self._allowed(method, path):
-            return self._status(403, "Forbidden", f"{method} {path} is forbidden for pipeline-runner")
-        ns_trainer = f"/apis/{GROUP}/v1alpha1/namespaces/{NAMESPACE}/"
-        if path == f"/apis/{GROUP}/v1alpha1/clustertrainingruntimes/torch-distributed":
-            return 200, TORCH_DISTRIBUTED
-        if path.startswith(ns_trainer + "trainingruntimes/"):
-            return self._status(404, "NotFound", "no namespaced TrainingRuntime")
-        if path == ns_trainer + "trainjobs" and method == "POST":
-            name = body["metadata"]["name"]
-            if name in self.jobs:
-                return self._status(409, "AlreadyExists", f'trainjobs "{name}" already exists')
-            job = copy.deepcopy(body)
-            job["metadata"].update(namespace=NAMESPACE, creationTimestamp=CREATED, uid=f"uid-{name}")
-            self.jobs[name] = job
-            if self.scenario == "run":
-                self._start(name, job)
-            return 201, job
-        if path.startswith(ns_trainer + "trainjobs/"):
-            name = path.rsplit("/", 1)[1]
-            if name not in self.jobs:
-                return self._status(404, "NotFound", f'trainjobs "{name}" not found')
-            if method == "DELETE":
-                self.deleted.append(name)
-                return 200, {"kind": "Status", "status": "Success"}
-            self.polls[name] = self.polls.get(name, 0) + 1
-            return 200, self._with_status(name)
-        if path == f"/api/v1/namespaces/{NAMESPACE}/pods":
-            selected = re.search(r"jobset-name=([a-z0-9-]+)", query.get("labelSelector", ""))
-            name = selected.group(1) if selected else ""
-            return 200, {"apiVersion": "v1", "kind": "PodList", "items": self._pods(name) if name in self.jobs else []}
-        if path == f"/api/v1/namespaces/{NAMESPACE}/events":
-            return 200, {"apiVersion": "v1", "kind": "EventList", "items": self._events()}
-        return self._status(404, "NotFound", f"no route {path}")
-
-    # -- the controller --
-    def _start(self, name: str, job: dict[str, Any]) -> None:
-        """Run the TrainJob's trainer command on this machine as node 0 of 1, with the TrainJob's env."""
-        trainer = job["spec"]["trainer"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        env.update({e["name"]: e["value"] for e in trainer.get("env", [])})
-        env.update(PET_NNODES="1", PET_NODE_RANK="0")  # the runtime's torch plugin sets these (and the master)
-        command = [str(TORCHRUN) if trainer["command"] == ["torchrun"] else trainer["command"][0]]
-        proc = subprocess.Popen(
-            [*command, "--standalone", *trainer["args"]],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-        )
-        state = {"proc": proc, "lines": [], "done": False}
-
-        def pump() -> None:
-            for line in proc.stdout:
-                state["lines"].append(line.rstrip("\n"))
-            proc.wait()
-            state["done"] = True
-
-        self.procs[name] = state
-        threading.Thread(target=pump, daemon=True).start()
-
-    def _phase(self, name: str) -> str:
-        if self.scenario == "run":
-            state = self.procs[name]
-            if not state["done"]:
-                return "Running"
-            return "Succeeded" if state["proc"].returncode == 0 else "Failed"
-        if self.scenario == "stuck":
-            return "Running"
-        return ["Pending", "Running", "Failed"][min(self.polls.get(name, 0), 3) - 1 if self.polls.get(name) else 0]
-
-    def _with_status(self, name: str) -> dict[str, Any]:
-        job = copy.deepcopy(self.jobs[name])
-        phase = self._phase(name)
-        if phase == "Succeeded":
-            job["status"] = {"conditions": [condition("Complete", "JobsCompleted", f"jobset {name} completed")]}
-        elif phase == "Failed":
-            message = f"jobset {name}: job {name}-node-0 has failed (BackoffLimitExceeded)"
-            job["status"] = {"conditions": [condition("Failed", "Failed", message)]}
-        return job
-
-    def _pods(self, name: str) -> list[dict[str, Any]]:
-        phase = self._phase(name)
-        trainer = self.jobs[name]["spec"]["trainer"]
-        resources = trainer["resourcesPerNode"]
-        container_status: dict[str, Any] = {"name": "node", "ready": phase == "Running", "restartCount": 0}
-        container_status["image"] = container_status["imageID"] = trainer["image"]
-        if phase == "Failed":
-            container_status["state"] = {
-                "terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "memory limit 32G exceeded"}
-            }
-        return [
-            {
-                "metadata": {
-                    "name": f"{name}-node-0-0-abcde",
-                    "namespace": NAMESPACE,
-                    "creationTimestamp": CREATED,
-                    "labels": {
-                        "jobset.sigs.k8s.io/jobset-name": name,
-                        "jobset.sigs.k8s.io/replicatedjob-name": "node",
-                        "batch.kubernetes.io/job-completion-index": "0",
-                    },
-                },
-                "spec": {"containers": [{"name": "node", "image": trainer["image"], "resources": resources}]},
-                "status": {"phase": phase, "containerStatuses": [container_status]},
-            }
-        ]
-
-    def _events(self) -> list[dict[str, Any]]:
-        if self.scenario != "fail":
-            return []
-        name = next(iter(self.jobs))
-        return [
-            {
-                "metadata": {"name": "e1", "namespace": NAMESPACE},
-                "involvedObject": {"kind": "Pod", "name": f"{name}-node-0-0-abcde"},
-                "reason": "Started",
-                "message": "Started container node",
-                "firstTimestamp": CREATED,
-            },
-            {
-                "metadata": {"name": "e2", "namespace": NAMESPACE},
-                "involvedObject": {"kind": "Job", "name": f"{name}-node-0"},
-                "reason": "BackoffLimitExceeded",
-                "message": "Job has reached the specified backoff limit",
-                "firstTimestamp": CREATED,
-            },
-        ]
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -328,7 +50,7 @@ def examples_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def cpu_request(examples_uri: str, output_uri: str, name: str = "cityscale-train-test") -> trainjob.TrainJobRequest:
-    settings = Settings(hidden_size=32, batch_size=128)
+    settings = Settings(hidden_size=32, batch_size=128, max_epochs=1)
     return trainjob.request_from_settings(
         settings,
         name=name,
@@ -336,7 +58,6 @@ def cpu_request(examples_uri: str, output_uri: str, name: str = "cityscale-train
         output_uri=output_uri,
         num_nodes=1,
         gpus_per_node=0,
-        max_epochs=1,
     )
 
 
@@ -347,7 +68,6 @@ def gpu_request(settings: Settings | None = None, **overrides: Any) -> trainjob.
         output_uri="gs://bucket/run/train/model-trainjob",
         num_nodes=4,
         gpus_per_node=2,
-        max_epochs=8,
     )
     kwargs.update(overrides)
     settings = (settings or Settings()).model_copy(update={"gpu_node_type": "nvidia-h100-80gb"})
@@ -443,7 +163,7 @@ def non_default_request() -> tuple[Settings, trainjob.TrainJobRequest]:
     assert set(NON_DEFAULT_TRAINING) == set(TRAINING_FIELDS), "give every training field a non-default value here"
     settings = Settings(**NON_DEFAULT_TRAINING)
     assert all(getattr(settings, f) != Settings.model_fields[f].default for f in TRAINING_FIELDS)
-    return settings, gpu_request(settings=settings, max_epochs=settings.max_epochs)
+    return settings, gpu_request(settings=settings)
 
 
 def test_every_training_setting_reaches_the_pod_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -553,10 +273,11 @@ def test_rbac_denies_what_the_role_does_not_grant() -> None:
 
 
 def test_component_trainjob_mode_emits_the_model_the_job_wrote(examples_uri: str, tmp_path, monkeypatch) -> None:
-    """components/train.py in trainjob mode: client from the (fake) kubeconfig, model copied into the artifact."""
+    """components/train_on_trainjob.py: client from the (fake) kubeconfig, model copied into the artifact."""
     from kfp import dsl
 
     from components.train import train
+    from components.train_on_trainjob import train_on_trainjob
 
     lines: list[str] = []
     monkeypatch.setenv("CITYSCALE_TRAINJOB_POLL_S", "1")
@@ -570,12 +291,11 @@ def test_component_trainjob_mode_emits_the_model_the_job_wrote(examples_uri: str
         monkeypatch.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
         model = dsl.Model(uri=str(tmp_path / "artifact" / "model"))
         examples = dsl.Dataset(uri=examples_uri)
-        val_loss = train.python_func(
+        val_loss = train_on_trainjob.python_func(
             examples=examples,
             max_epochs=1,
             model=model,
             task_config=dsl.TaskConfig(),
-            mode="trainjob",
             num_nodes=1,
             gpus_per_node=0,
         )
@@ -584,7 +304,7 @@ def test_component_trainjob_mode_emits_the_model_the_job_wrote(examples_uri: str
     assert val_loss == pytest.approx(contract.val_loss) and model.metadata["val_loss"] == val_loss
     assert (tmp_path / "artifact" / "model-trainjob" / "model" / "model.pt").is_file()
     with pytest.raises(ValueError, match="not supported"):
-        train.python_func(examples=examples, max_epochs=1, model=model, task_config=dsl.TaskConfig(), mode="moon")
+        train.python_func(examples=examples, max_epochs=1, model=model, mode="moon")  # a typo never trains
 
 
 # --- the compiled pipeline ---------------------------------------------------------------------
@@ -596,13 +316,18 @@ def compiled_training() -> dict[str, Any]:
 
 
 def test_pipeline_exposes_train_mode_nodes_and_gpus_defaulting_to_local(compiled_training) -> None:
-    params = compiled_training["spec"]["root"]["inputDefinitions"]["parameters"]
+    spec = compiled_training["spec"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["train_mode"]["defaultValue"] == "local"
     assert params["train_num_nodes"]["defaultValue"] == 1 and params["train_gpus_per_node"]["defaultValue"] == 1
-    inputs = compiled_training["spec"]["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    assert inputs["mode"]["componentInputParameter"] == "train_mode"
-    assert inputs["num_nodes"]["componentInputParameter"] == "train_num_nodes"
-    assert inputs["gpus_per_node"]["componentInputParameter"] == "train_gpus_per_node"
+    (trainjob_branch,) = [
+        c["dag"]["tasks"]["train-on-trainjob"]
+        for c in spec["components"].values()
+        if "train-on-trainjob" in c.get("dag", {}).get("tasks", {})
+    ]
+    inputs = trainjob_branch["inputs"]["parameters"]
+    assert inputs["num_nodes"]["componentInputParameter"] == "pipelinechannel--train_num_nodes"
+    assert inputs["gpus_per_node"]["componentInputParameter"] == "pipelinechannel--train_gpus_per_node"
 
 
 # --- the GPU check, smoke-sized on CPU -----------------------------------------------------------

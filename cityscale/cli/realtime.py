@@ -34,6 +34,9 @@ def replay(
     late: float = typer.Option(0.05, help="Share of records sent 1-3 hours late."),
     duplicates: float = typer.Option(0.05, help="Share of records sent twice."),
     dropout_hours: int = typer.Option(6, help="One sensor is silent this long, then sends its backlog (0: none)."),
+    token: str = typer.Option(
+        "", envvar="CITYSCALE_REALTIME_TOKEN", help="Bearer token of a gateway that requires one (the cluster's)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Replay real counts into the gateway as edge sensors would push them, with faults; report the outcome."""
@@ -47,7 +50,12 @@ def replay(
     except (FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     options = ReplayOptions(
-        speed=speed, seed=seed, late_fraction=late, duplicate_fraction=duplicates, dropout_hours=dropout_hours
+        speed=speed,
+        seed=seed,
+        late_fraction=late,
+        duplicate_fraction=duplicates,
+        dropout_hours=dropout_hours,
+        token=token,
     )
     report = run_replay(df, target, options)
     if json_out:

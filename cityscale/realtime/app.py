@@ -7,14 +7,19 @@
   are journaled: retrying is safe and idempotent).
 - ``POST /v1/commit``: commit the journal into the raw zone now (``{"rows": n}``).
 - ``GET /v1/stats``, ``GET /health``.
+
+With ``realtime_token`` set, every request but ``GET /health`` (the kubelet's probe) must carry
+``Authorization: Bearer <token>``, else a 401 ``{"error"}`` and nothing runs: the gateway writes the raw zone
+and the online store, so in a cluster it must not take counts from whoever can reach its Service.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +27,14 @@ from fastapi.responses import JSONResponse
 from cityscale.config import Settings
 from cityscale.realtime.gateway import Gateway, OnlineStoreUnavailable, PushRejected
 from cityscale.realtime.records import PushRequest, to_rows
+
+OPEN_PATHS = frozenset({"/health"})  # probed by the kubelet, which sends no token
+
+
+def bearer_token_matches(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <token>``; compared in constant time (no timing oracle)."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 def _problems(exc: RequestValidationError) -> list[dict]:
@@ -49,6 +62,21 @@ def create_app(settings: Settings) -> FastAPI:
             gateway.close()
 
     app = FastAPI(title="CityScale push gateway", lifespan=lifespan)
+
+    if settings.realtime_token:
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            # Before routing and body validation: an unauthenticated caller learns nothing about the API.
+            if request.url.path in OPEN_PATHS or bearer_token_matches(
+                request.headers.get("authorization"), settings.realtime_token
+            ):
+                return await call_next(request)
+            return JSONResponse(
+                {"error": "missing or invalid bearer token (Authorization: Bearer <token>)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,6 +39,7 @@ class ReplayOptions:
     dropout_hours: int = 6  # 0 = no sensor drops out
     requests_per_tick: int = 4
     retries: int = 3
+    token: str = field(default="", repr=False)  # the gateway's realtime_token, sent as a bearer token when set
 
 
 @dataclass
@@ -187,6 +188,8 @@ def replay(df: pd.DataFrame, target: str, options: ReplayOptions) -> ReplayRepor
     rng = random.Random(options.seed + 1)
     target = target.rstrip("/")
     session = requests.Session()
+    if options.token:
+        session.headers["Authorization"] = f"Bearer {options.token}"
     began = time.perf_counter()
     for i, records in enumerate(plan):
         if not records:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cityscale import raw_zone, steps
+from cityscale import raw_zone, registry
 from cityscale.config import Settings
 from cityscale.evaluation.backtest import BacktestResult
 from cityscale.evaluation.gate import metrics_of, score
@@ -56,7 +56,10 @@ def _before_holdout(examples: Examples, horizon: int) -> np.ndarray:
 
 
 def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> TrainFullResult:
-    """Ingest, select on the held-out months, retrain on everything, register: the pipeline's steps, in order."""
+    """Ingest, select on the held-out months, retrain on everything and register the result as ``latest``.
+
+    No gate: this run is the model selection itself; the card records the held-out metrics it is judged by.
+    """
     store = settings.resolved_store_uri
     ingest_snapshot(melbourne, store, settings=settings)
     if auckland:
@@ -78,8 +81,8 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
         metrics.update({f"{city}_{key}": value for key, value in metrics_of(result).items()})
 
     final_dir = work / "final"
-    train_model(examples, final_dir, settings)
-    verdict = {"passed": True, "reason": "train-full registers as latest", "metrics": metrics}
+    contract = train_model(examples, final_dir, settings)
     scored_on = f"the same configuration trained without each city's held-out months and scored on them: {HOLDOUT}"
-    version = steps.register(final_dir, verdict, settings.resolved_registry_uri, settings, scored_on)
+    card = registry.model_card(contract, settings.model_name, metrics, scored_on)
+    version = registry.register(final_dir, settings.resolved_registry_uri, settings.model_name, metrics, card)
     return TrainFullResult(version, holdout, len(examples))

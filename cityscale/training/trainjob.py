@@ -149,7 +149,6 @@ def request_from_settings(
     output_uri: str,
     num_nodes: int,
     gpus_per_node: int,
-    max_epochs: int,
     task_config: Any = None,
 ) -> TrainJobRequest:
     """A request from the settings, overridden by a KFP ``dsl.TaskConfig`` where the task set one.
@@ -178,7 +177,7 @@ def request_from_settings(
         gpus_per_node=gpus_per_node,
         cpu=str(limits.get("cpu", settings.train_cpu_limit)),
         memory=str(limits.get("memory", settings.train_memory_limit)),
-        max_epochs=max_epochs,
+        max_epochs=settings.max_epochs,
         precision=settings.trainjob_precision,
         runtime=settings.trainjob_runtime,
         service_account=settings.trainjob_service_account,
@@ -368,7 +367,6 @@ def train_on_cluster(
     output_uri: str,
     num_nodes: int,
     gpus_per_node: int,
-    max_epochs: int,
     task_config: Any = None,
     client: Any = None,
 ) -> ModelContract:
@@ -380,7 +378,6 @@ def train_on_cluster(
         output_uri=output_uri,
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
-        max_epochs=max_epochs,
         task_config=task_config,
     )
     launcher = TrainJobLauncher(

@@ -58,6 +58,7 @@ CRD_SCHEMAS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("monitoring.coreos.com/v1", "PrometheusRule"): ("json", "monitoring.coreos.com_prometheusrules.json"),
     ("monitoring.coreos.com/v1", "PodMonitor"): ("json", "monitoring.coreos.com_podmonitors.json"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("json", "monitoring.coreos.com_servicemonitors.json"),
 }
 
 

@@ -20,6 +20,7 @@ REQUIRED_RELEASES = {
     "kubeflow-trainer",
     "airbyte",
     "kube-prometheus-stack",
+    "prometheus-pushgateway",
     "cityscale-platform",
     "cityscale-feast",
 }
@@ -78,6 +79,7 @@ def test_required_releases_in_dependency_order():
     assert pos["kserve-crd"] < pos["kserve"]
     assert pos["kfp-cluster-scoped"] < pos["kubeflow-pipelines"] < pos["cityscale-platform"]
     assert pos["kube-prometheus-stack"] < pos["cityscale-platform"], "PrometheusRule/PodMonitor CRDs first"
+    assert pos["prometheus-pushgateway"] < pos["cityscale-platform"], "the ConfigMap's Pushgateway URL exists first"
     assert pos["cityscale-platform"] < pos["cityscale-feast"]
 
 

@@ -29,3 +29,9 @@ checkov.io/skip1: CKV_K8S_43=Tags are immutable - Artifact Registry repository h
 # Feast expands ${REDIS_PASSWORD} in feature_store.yaml and redis-server takes --requirepass; neither reads a password file.
 checkov.io/skip2: CKV_K8S_35=Feast feature_store.yaml env substitution and redis-server --requirepass need the password as an environment variable
 {{- end -}}
+
+{{- /* The CityScale app image, registry/cityscale:<git sha>: the same reference as the platform chart's
+cityscale-config CITYSCALE_IMAGE (both releases get image.repository and image.tag from the same helmfile values). */ -}}
+{{- define "feast.image" -}}
+{{ required "image.repository is required" .Values.image.repository }}:{{ required "image.tag is required" .Values.image.tag }}
+{{- end -}}
