@@ -16,6 +16,11 @@ LINT_STAMP := $(LINT_VENV)/.installed
 TF_DIR = terraform/envs/$(ENV)
 TF_OUT := build/terraform
 REGISTRY ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(ENV).helmfile-values.json"))["registry"])' 2>/dev/null)
+# The model registry the cluster serves from (terraform output pipeline_config.models_uri); make deploy-serving resolves
+# and promotes registry versions there, not in the local workdir.
+MODELS_URI ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(ENV).pipeline-config.json"))["models_uri"])' 2>/dev/null)
+# The immutable image of this commit; without REGISTRY (dry runs only) an unqualified name, never a :dev tag.
+IMAGE_REF = $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:$(GIT_SHA))
 HELMFILE := helmfile --file helmfile.d --environment $(ENV) --state-values-set image.tag=$(GIT_SHA)
 # Locked installs (README "Installs and locks"): make venv installs requirements/dev.lock with hashes; the app image
 # installs requirements/app.lock; make lock regenerates both with uv (pinned in requirements/tools.lock, in LOCK_VENV).
@@ -81,9 +86,11 @@ bench-features: $(STAMP) ## Feature build/materialize/online benchmark on ../sha
 bench-realtime: $(STAMP) ## Push-to-fresh-forecast p50/p99 at 70 sensors/s + push throughput, loopback (build/bench/realtime.json)
 	$(BIN)/python benchmarks/bench_realtime.py
 
+# Without CITYSCALE_IMAGE: the committed, deterministic pipelines/compiled/*.yaml (image cityscale:dev, never deployed).
+# With CITYSCALE_IMAGE=<registry>/cityscale:<git sha>: the deployable YAML in $(DEPLOY_DIR)/, never the committed folder.
 .PHONY: compile
-compile: $(STAMP) ## Compile the pipelines to pipelines/compiled/*.yaml (always image cityscale:dev; make deploy compiles its own)
-	env -u CITYSCALE_IMAGE $(BIN)/cityscale compile
+compile: $(STAMP) ## Compile the pipelines: pipelines/compiled/ (image cityscale:dev), or CITYSCALE_IMAGE=<registry>/cityscale:<sha> -> build/pipelines/
+	$(if $(CITYSCALE_IMAGE),CITYSCALE_IMAGE=$(CITYSCALE_IMAGE) $(BIN)/cityscale compile --out-dir $(DEPLOY_DIR),env -u CITYSCALE_IMAGE $(BIN)/cityscale compile)
 
 .PHONY: serve
 serve: $(STAMP) ## Serve the production model over V2 REST (HTTP_PORT) and gRPC (GRPC_PORT) until stopped
@@ -191,15 +198,17 @@ deploy: $(STAMP) ## Upload the pipelines to KFP_HOST as version $(GIT_SHA) and a
 	@test -n "$(GIT_SHA)" || { echo "GIT_SHA is required (not a git checkout?)"; exit 1; }
 	@test -n "$(REGISTRY)$(DRY)" || { echo "REGISTRY is required (or run make infra-apply)"; exit 1; }
 	@test -n "$(DRY)" || git diff --quiet HEAD || { echo "working tree is dirty: commit first, pipeline versions and images are named by git SHA (DRY_RUN=1 previews)"; exit 1; }
-	@echo "deploy: compile with image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY)) -> $(DEPLOY_DIR)/, upload to $${KFP_HOST:-<KFP_HOST unset>} as version $(GIT_SHA), apply pipelines/schedules.yaml in ENV=$(ENV)$(if $(DRY), (DRY_RUN: nothing changes))"
-	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) ENV=$(ENV) GIT_SHA=$(GIT_SHA) REGISTRY=$(REGISTRY) DRY_RUN=$(DRY) \
+	@echo "deploy: compile with image $(IMAGE_REF)$(if $(REGISTRY),, (no REGISTRY: dry run only)) -> $(DEPLOY_DIR)/, upload to $${KFP_HOST:-<KFP_HOST unset>} as version $(GIT_SHA), apply pipelines/schedules.yaml in ENV=$(ENV)$(if $(DRY), (DRY_RUN: nothing changes))"
+	CITYSCALE_IMAGE=$(IMAGE_REF) ENV=$(ENV) GIT_SHA=$(GIT_SHA) REGISTRY=$(REGISTRY) DRY_RUN=$(DRY) \
 	  $(BIN)/cityscale deploy --compile --compiled-dir $(DEPLOY_DIR)
 
 MODEL_VERSION ?= production
 .PHONY: deploy-serving
 deploy-serving: $(STAMP) ## Create/patch the KServe InferenceService for MODEL_VERSION, wait Ready, roll back on failure (DRY_RUN=1: YAML to build/manifests/)
-	@echo "deploy-serving: InferenceService for $(MODEL_VERSION), image $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:dev (no REGISTRY))$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
-	$(if $(REGISTRY),CITYSCALE_IMAGE=$(REGISTRY)/cityscale:$(GIT_SHA)) \
+	@test -n "$(REGISTRY)$(DRY)" || { echo "REGISTRY is required (or run make infra-apply); DRY_RUN=1 only writes the manifests"; exit 1; }
+	@test -n "$(MODELS_URI)$(DRY)" || { echo "MODELS_URI is required: the cluster's model registry, gs://<prefix>-models (or run make infra-apply)"; exit 1; }
+	@echo "deploy-serving: InferenceService for $(MODEL_VERSION) of $(or $(MODELS_URI),<local registry>), image $(IMAGE_REF)$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
+	CITYSCALE_IMAGE=$(IMAGE_REF) $(if $(MODELS_URI),CITYSCALE_REGISTRY_URI=$(MODELS_URI)) \
 	  $(BIN)/cityscale deploy-serving --version $(MODEL_VERSION) $(if $(DRY),--dry-run --out build/manifests) $(if $(TRANSFORMER),--transformer)
 
 .PHONY: bench-serving

@@ -6,12 +6,19 @@ clients, half V2 REST JSON (httpx), half V2 gRPC (grpc.aio), send forecasts for 
 ``SOAK_SECONDS`` (default 300), each protocol's clients in their own process (one event loop each). The server's
 RSS (psutil) is sampled every second.
 
+Before the mixed soak, each protocol runs alone for ``SOAK_SOLO_SECONDS`` (default 30; 0 skips it) at half the
+concurrency, against the same server: the reference its mixed-load latency is held to.
+
 Guarantees checked (printed, written to build/bench/soak.json, exit 1 when missed):
   errors            0 (every answer a 200 with the four outputs of the contract)
   memory            RSS growth after the warm-up (the first ``WARMUP_FRACTION`` of the run) < 50 MB
   latency           p99 per protocol < ``SOAK_P99_LIMIT_MS`` (100 ms: an idle 2-core machine at concurrency 16),
                     and the last tenth's p99 at most 1.5x the first tenth's after warm-up (no degradation)
-The serving targets of bench_serving.py (ratios to a bare kserve model) stay that benchmark's job.
+  fairness          neither protocol below ``BALANCE_MIN`` (40 %) of the other's req/s under mixed load, and each
+                    protocol's mixed p99 at most ``SOLO_P99_FACTOR`` (3x) its p99 alone (when the solo runs ran)
+The serving targets of bench_serving.py (ratios to a bare kserve model) stay that benchmark's job. Server settings
+come from the environment (``CITYSCALE_SERVING_*``), so ``CITYSCALE_SERVING_PREDICT_THREADS=-1 make bench-soak``
+measures forecasts on the event loop, the configuration before the predict threads.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from _common import BENCH_DIR, latency_summary, write_result  # noqa: E402
 from bench_serving import _body, _ensure_model, _grpc_request  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "300"))
+SOLO_SECONDS = float(os.environ.get("SOAK_SOLO_SECONDS", "30"))
+BALANCE_MIN = 0.4
+SOLO_P99_FACTOR = 3.0
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "16"))
 WARMUP_FRACTION = 0.2
 RSS_GROWTH_LIMIT_MB = 50.0
@@ -108,17 +118,22 @@ def _client_process(args: tuple) -> tuple[list, dict]:
     return asyncio.run(_load(*args))
 
 
-def _soak(server: Any, sensors: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
-    """REST and gRPC clients in two processes (one event loop each: neither starves the other), RSS sampled here."""
+def _soak(
+    server: Any, sensors: list[str], seconds: float, concurrency: int, protocols: tuple[str, ...] = ("rest", "grpc")
+) -> dict[str, Any]:
+    """Each protocol's clients in their own process (one event loop each: neither starves the other), RSS sampled.
+
+    ``concurrency // 2`` clients per protocol, so a solo run (one protocol) is half of the mixed load.
+    """
     import psutil
 
     proc = psutil.Process(server.process.pid)
     t_begin = time.time()
     t_end = t_begin + seconds
     half = max(1, concurrency // 2)
-    jobs = [(p, server.http_url, server.grpc_target, sensors, t_end, half) for p in ("rest", "grpc")]
+    jobs = [(p, server.http_url, server.grpc_target, sensors, t_end, half) for p in protocols]
     rss: list[tuple[float, float]] = []
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_client_process, job) for job in jobs]
         while time.time() < t_end:
             rss.append((time.time() - t_begin, proc.memory_info().rss / 2**20))
@@ -129,25 +144,50 @@ def _soak(server: Any, sensors: list[str], seconds: float, concurrency: int) -> 
     return {"records": records, "rss": rss, "errors": errors}
 
 
+def _protocol_row(raw: dict[str, Any], proto: str, seconds: float) -> dict[str, Any]:
+    """One protocol's latency, throughput and first/last-tenth p99, after the warm-up."""
+    warm = seconds * WARMUP_FRACTION
+    measured = seconds - warm
+    after = [r for r in raw["records"] if r[0] == proto and r[1] >= warm]
+    latencies = [r[2] for r in after if r[3]]
+    row: dict[str, Any] = {**latency_summary(latencies), "rps": len(after) / measured}
+    width = measured / WINDOWS
+    windows = [[r[2] for r in after if r[3] and warm + i * width <= r[1] < warm + (i + 1) * width] for i in (0, 9)]
+    first, last = (latency_summary(w)["p99_ms"] if w else float("nan") for w in windows)
+    row.update({"p99_first_window_ms": first, "p99_last_window_ms": last})
+    return row
+
+
+def run_solo(server: Any, sensors: list[str], seconds: float, concurrency: int) -> dict[str, dict[str, Any]]:
+    """Each protocol alone, one after the other, at ``concurrency // 2``: {protocol: latency/throughput row}."""
+    return {p: _protocol_row(_soak(server, sensors, seconds, concurrency, (p,)), p, seconds) for p in ("rest", "grpc")}
+
+
 def summarise(
-    raw: dict[str, Any], seconds: float, concurrency: int, p99_limit_ms: float = P99_LIMIT_MS
+    raw: dict[str, Any],
+    seconds: float,
+    concurrency: int,
+    p99_limit_ms: float = P99_LIMIT_MS,
+    solo: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Rows for the table: per protocol latency/throughput after warm-up, memory, drift, and the checks."""
+    """Rows for the table: per protocol latency/throughput after warm-up, memory, drift, fairness, and the checks."""
     warm = seconds * WARMUP_FRACTION
     rows: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
-    measured = seconds - warm
     for proto in ("rest", "grpc"):
-        after = [r for r in raw["records"] if r[0] == proto and r[1] >= warm]
-        latencies = [r[2] for r in after if r[3]]
-        row: dict[str, Any] = {**latency_summary(latencies), "rps": len(after) / measured}
-        width = measured / WINDOWS
-        windows = [[r[2] for r in after if r[3] and warm + i * width <= r[1] < warm + (i + 1) * width] for i in (0, 9)]
-        first, last = (latency_summary(w)["p99_ms"] if w else float("nan") for w in windows)
-        row.update({"p99_first_window_ms": first, "p99_last_window_ms": last})
+        row = _protocol_row(raw, proto, seconds)
         rows[f"{proto}_c{concurrency // 2}"] = row
         checks[f"{proto}_p99_ok"] = row["p99_ms"] < p99_limit_ms
-        checks[f"{proto}_drift_ok"] = last <= P99_DRIFT_LIMIT * first
+        checks[f"{proto}_drift_ok"] = row["p99_last_window_ms"] <= P99_DRIFT_LIMIT * row["p99_first_window_ms"]
+        if solo and proto in solo:
+            rows[f"{proto}_alone_c{concurrency // 2}"] = solo[proto]
+            factor = row["p99_ms"] / solo[proto]["p99_ms"]
+            rows[f"{proto}_c{concurrency // 2}"]["p99_vs_alone"] = factor
+            checks[f"{proto}_p99_vs_alone_ok"] = factor <= SOLO_P99_FACTOR
+    rest_rps, grpc_rps = (rows[f"{p}_c{concurrency // 2}"]["rps"] for p in ("rest", "grpc"))
+    balance = min(rest_rps, grpc_rps) / max(rest_rps, grpc_rps, 1e-9)
+    checks["balance"] = balance
+    checks["balance_ok"] = balance >= BALANCE_MIN
     rss = raw["rss"]
     base = [mb for t, mb in rss if t < warm][-3:] or [rss[0][1]]
     after_warm = [mb for t, mb in rss if t >= warm] or [rss[-1][1]]
@@ -169,11 +209,16 @@ def summarise(
 
 
 def run_soak(
-    server: Any, sensors: list[str], seconds: float, concurrency: int, p99_limit_ms: float = P99_LIMIT_MS
+    server: Any,
+    sensors: list[str],
+    seconds: float,
+    concurrency: int,
+    p99_limit_ms: float = P99_LIMIT_MS,
+    solo: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The soak against an already running server (also used by tests/reliability with a short duration)."""
     raw = _soak(server, sensors, seconds, concurrency)
-    return summarise(raw, seconds, concurrency, p99_limit_ms)
+    return summarise(raw, seconds, concurrency, p99_limit_ms, solo)
 
 
 def main() -> None:
@@ -187,7 +232,11 @@ def main() -> None:
     env = {"CITYSCALE_WORKDIR": str(workdir), "CITYSCALE_FEATURE_SERVER_URL": "", "FEAST_FEATURE_SERVER_URL": ""}
     print(f"soak: {SECONDS:.0f} s, concurrency {CONCURRENCY} (half REST, half gRPC), {len(sensors)} sensors")
     with local_model_server(env=env, log_dir=BENCH_DIR / "serving_work") as server:
-        rows = run_soak(server, sensors, SECONDS, CONCURRENCY)
+        solo = None
+        if SOLO_SECONDS > 0:
+            print(f"each protocol alone first: {SOLO_SECONDS:.0f} s at concurrency {CONCURRENCY // 2}")
+            solo = run_solo(server, sensors, SOLO_SECONDS, CONCURRENCY)
+        rows = run_soak(server, sensors, SECONDS, CONCURRENCY, solo=solo)
     latency = {k: v for k, v in rows.items() if k.startswith(("rest", "grpc"))}
     path = write_result("soak", latency)  # the table: latency per protocol; the JSON also gets the rest
     payload = json.loads(path.read_text())

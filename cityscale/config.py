@@ -125,8 +125,15 @@ class Settings(BaseSettings):
     serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
     serving_torch_threads: int = 1  # intra-op threads per server process (see serving/predictor.py)
     serving_freeze_model: bool = True  # trace + freeze the network at load (same outputs, less per-call overhead)
-    # gRPC on its own event loop (serving/server.py): fair under mixed REST + gRPC load (kserve's one loop starves
-    # gRPC: 21 vs 289 req/s), but gRPC alone is slower (c8: 772 req/s vs 3,132 bare). Off: one loop, kserve's default.
+    # Forecasts run in a pool of this many threads instead of on the event loop that REST and gRPC share
+    # (serving/predictor.py): 0 = one per CPU the process may use (the pod's CPU limit), -1 = on the event loop, where
+    # a REST flood starves gRPC (docs/benchmarks.md, "Serving: mixed REST + gRPC traffic").
+    serving_predict_threads: int = 0
+    # GIL switch interval of the predictor process: how long a forecast thread may keep the event loop waiting
+    # (Python's default 5 ms; <= 0 keeps it). Shorter: lower p99 under mixed load (docs/benchmarks.md).
+    serving_gil_switch_interval_ms: float = 0.5
+    # gRPC on its own event loop (serving/server.py): an older mitigation of the same starvation, superseded by the
+    # predict threads above; gRPC alone is slower with it. Off: one loop, kserve's default.
     serving_grpc_own_loop: bool = False
 
     # KServe InferenceService (serving/inference_service.py, the deploy step's "kserve" target).

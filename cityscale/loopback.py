@@ -69,6 +69,7 @@ def start(
     health_path: str = "/health",
     name: str = "server",
     env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
     cwd: str | Path | None = None,
     log_path: str | Path | None = None,
     timeout_s: float = 60.0,
@@ -77,7 +78,8 @@ def start(
 ) -> LoopbackServer:
     """Start ``argv`` and return once ``GET <url><health_path>`` answers 200; the caller must :func:`stop` it.
 
-    ``env`` is laid over ``os.environ``. Output goes to ``log_path`` (a temporary file, removed on
+    ``env`` is laid over ``os.environ``, or is the whole environment with ``inherit_env=False`` (a process that
+    must see only what its manifest declares). Output goes to ``log_path`` (a temporary file, removed on
     stop, when not given). If the process exits first, :class:`RuntimeError`; if it is not healthy
     within ``timeout_s``, :class:`TimeoutError`; both quote the log's tail and leave nothing running.
     """
@@ -92,7 +94,7 @@ def start(
         process = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -165,12 +165,31 @@ def _print_forecast(response: dict, sensor: str) -> None:
     console.print(table)
 
 
-def compile_pipelines() -> None:
-    """Compile the pipelines to pipelines/compiled/*.yaml."""
-    from pipelines.compile import compile_all
+def compile_pipelines(
+    out_dir: Path = typer.Option(
+        None,
+        "--out-dir",
+        help="Where to write the YAML (default: pipelines/compiled/, the committed YAML with image cityscale:dev). "
+        "Any other folder gets CITYSCALE_IMAGE, which must then be immutable (a git-SHA tag or a digest).",
+    ),
+) -> None:
+    """Compile the pipelines to pipelines/compiled/*.yaml, or with CITYSCALE_IMAGE to --out-dir."""
+    from components import IMAGE
+    from pipelines.compile import COMPILED_DIR, CompileError, check_output, compile_all
+    from pipelines.publish import mutable_image_problem
 
-    for path in compile_all():
-        console.print(f"wrote {path}")
+    out_dir = out_dir or COMPILED_DIR
+    try:
+        check_output(out_dir, IMAGE, Settings())
+        problem = None if out_dir.resolve() == COMPILED_DIR.resolve() else mutable_image_problem(IMAGE)
+        if problem:
+            raise CompileError(f"{problem}: set CITYSCALE_IMAGE=<registry>/cityscale:<sha> to compile into {out_dir}")
+        paths = compile_all(out_dir)
+    except CompileError as exc:  # printed as is: an image tag like ":abc:" is no emoji code, "[...]" no markup
+        console.print(f"compile: {exc}", style="red", soft_wrap=True, markup=False, emoji=False)
+        raise typer.Exit(1) from exc
+    for path in paths:
+        console.print(f"wrote {path} (image {IMAGE})", soft_wrap=True, markup=False, emoji=False)
 
 
 def deploy(

@@ -5,7 +5,9 @@
 What it does, in this order, printing every decision before it acts:
 
 1. ``--compile``: compile every pipeline into ``--compiled-dir`` (``build/pipelines/``) with the image of
-   this commit (``CITYSCALE_IMAGE=$REGISTRY/cityscale:$GIT_SHA``), and check that every task uses it.
+   this commit (``CITYSCALE_IMAGE=$REGISTRY/cityscale:$GIT_SHA``), and check that every task uses it. A
+   mutable reference (``:dev``, ``:latest``, no tag) is refused: a recurring run would start whatever was
+   pushed last. Without ``REGISTRY`` (dry run only) the image is ``cityscale:$GIT_SHA``.
    ``pipelines/compiled/`` keeps the ``cityscale:dev`` image so its committed-YAML test stays stable.
 2. For each ``<key>.yaml`` there: create the pipeline if it is missing (KFP's upload names that first
    version after the pipeline; its description records the commit), else upload a new version named by
@@ -18,8 +20,8 @@ What it does, in this order, printing every decision before it acts:
    recurring runs (RecurringRunService offers Create/Get/List/Enable/Disable/Delete only), so recreating
    is the only way to change one. Disabling first means it cannot fire between our decision and the
    delete, and a failed delete leaves it paused rather than running the old spec beside the new one.
-   An entry whose pipeline has no compiled YAML (the daily monitoring pipeline, not written yet) is skipped
-   with a message.
+   An entry whose pipeline has no compiled YAML (a key that ``pipelines/compile.py`` does not compile) is
+   skipped with a message.
 
 ``DRY_RUN=1`` prints the plan and changes nothing: with ``KFP_HOST`` set it reads the current state (GET
 requests only) and says exactly what would change; without it, it prints the plan offline.
@@ -57,6 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEDULES_FILE = Path(__file__).parent / "schedules.yaml"
 DEFAULT_COMPILED_DIR = REPO / "build" / "pipelines"
 PREFIX = "deploy:"
+# Tags a later push can move: a recurring run would silently start other code than the version it was deployed with.
+MUTABLE_TAGS = frozenset({"dev", "latest"})
 Log = Callable[[str], None]
 
 # KFP compiled parameter types -> the Python types a recurring run's parameter may have.
@@ -263,6 +267,22 @@ def check_parameters(run: RecurringRunSpec, pipeline: CompiledPipeline) -> list[
     return problems
 
 
+def mutable_image_problem(image: str) -> str | None:
+    """Why ``image`` is not an immutable reference (None when it is: a digest, or a tag other than dev/latest).
+
+    Deployed pipeline versions and their recurring runs keep naming the image for weeks: only a tag that is never
+    pushed twice (the git SHA; the Artifact Registry repository has immutable tags) or a digest pins what runs.
+    """
+    if "@sha256:" in image:
+        return None
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:  # no tag at all ("registry:5000/cityscale" has a port, not a tag)
+        return f"image {image!r} has no tag"
+    if tag in MUTABLE_TAGS:
+        return f"image {image!r} has the mutable tag :{tag}"
+    return None
+
+
 def compile_pipelines(out_dir: Path, image: str) -> list[Path]:
     """Compile every pipeline with ``image`` into a fresh ``out_dir`` (stale YAML would be uploaded too).
 
@@ -275,11 +295,14 @@ def compile_pipelines(out_dir: Path, image: str) -> list[Path]:
     from cityscale.config import get_settings
 
     get_settings.cache_clear()
-    from pipelines.compile import compile_all
+    from pipelines.compile import CompileError, compile_all
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    return compile_all(out_dir)
+    try:
+        return compile_all(out_dir)
+    except CompileError as exc:
+        raise PublishError(str(exc)) from exc
 
 
 # --- Talking to KFP -------------------------------------------------------------------------------
@@ -600,7 +623,8 @@ def publish(config: PublishConfig, client: kfp.Client | None = None, log: Log = 
     for run in skipped:
         log(
             f"{PREFIX}   recurring run {run.name}: SKIPPED, pipeline '{run.pipeline}' has no compiled YAML "
-            f"({config.compiled_dir / (run.pipeline + '.yaml')} does not exist: that pipeline is not written yet)"
+            f"({config.compiled_dir / (run.pipeline + '.yaml')} does not exist: pipelines/compile.py compiles no "
+            f"pipeline '{run.pipeline}')"
         )
 
     if client is None and not config.host and config.dry_run:
@@ -663,7 +687,10 @@ def deploy(
             )
         image = f"{registry}/cityscale:{git_sha}" if registry else None
         if compile_first:
-            image = image or os.environ.get("CITYSCALE_IMAGE") or "cityscale:dev"
+            image = image or os.environ.get("CITYSCALE_IMAGE") or f"cityscale:{git_sha}"
+            problem = mutable_image_problem(image)
+            if problem:
+                raise PublishError(f"{problem}: deploy compiles an immutable image ($REGISTRY/cityscale:$GIT_SHA)")
             for path in compile_pipelines(compiled_dir, image):
                 print(f"{PREFIX} compiled {path} (image {image})")
         from cityscale.config import Settings

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 import pytest
 
 from cityscale import raw_zone, registry
 from cityscale.config import Settings
 from cityscale.ingestion.run import ingest_snapshot
+from cityscale.loopback import free_port
 from cityscale.model.examples import Examples, cut_examples, origin_grid
 from cityscale.panel import Panel
 
@@ -75,3 +83,60 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     version = registry.register(model_dir, settings.resolved_registry_uri, settings.model_name, {"wape": 0.0}, "test")
     registry.set_alias(settings.resolved_registry_uri, settings.model_name, "production", version)
     return workdir
+
+
+EMULATOR = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
+    "gcp-storage-emulator"
+)
+GCS_TEST_BUCKET = "cityscale-test"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[dict[str, str]]:
+    """gcp-storage-emulator on a free loopback port (in memory) with an anonymous gcsfs configuration.
+
+    Yields the environment a process needs to use it (and sets it in this one for the session).
+    """
+    if EMULATOR is None:
+        pytest.skip("gcp-storage-emulator is not installed (dev extra)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            EMULATOR,
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "-q",
+            "--default-bucket",
+            GCS_TEST_BUCKET,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "FSSPEC_GS_TOKEN": "anon"}  # pragma: allowlist secret
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("gcp-storage-emulator did not start") from None
+                time.sleep(0.1)
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        fsspec.config.conf.setdefault("gs", {})["token"] = "anon"  # pragma: allowlist secret
+        yield env
+    finally:
+        for key, value in locals().get("old", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        fsspec.config.conf.get("gs", {}).pop("token", None)
+        proc.terminate()
+        proc.wait(timeout=10)

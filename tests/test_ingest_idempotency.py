@@ -9,76 +9,19 @@ state), after which a rerun completes.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
 import pandas as pd
 import pytest
 
 from cityscale import raw_zone, storage
 from cityscale.ingestion.run import ingest_snapshot
-from cityscale.loopback import free_port
 from cityscale.schema import RAW_KEY
-
-EMULATOR = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
-    "gcp-storage-emulator"
-)
-BUCKET = "cityscale-test"
-
-
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[dict[str, str]]:
-    """gcp-storage-emulator on a free loopback port (in memory) with an anonymous gcsfs configuration."""
-    if EMULATOR is None:
-        pytest.skip("gcp-storage-emulator is not installed (dev extra)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            EMULATOR,
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "-q",
-            "--default-bucket",
-            BUCKET,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "FSSPEC_GS_TOKEN": "anon"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("gcp-storage-emulator did not start") from None
-                time.sleep(0.1)
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        fsspec.config.conf.setdefault("gs", {})["token"] = "anon"
-        yield env
-    finally:
-        for key, value in locals().get("old", {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        fsspec.config.conf.get("gs", {}).pop("token", None)
-        proc.terminate()
-        proc.wait(timeout=10)
+from tests.conftest import GCS_TEST_BUCKET as BUCKET
 
 
 @pytest.fixture(params=["file", "gcs"])

@@ -431,7 +431,11 @@ def metric_names(expr) -> set[str]:
     return found
 
 
-PLATFORM_METRICS = re.compile(r"^(kube_|request_(predict|preprocess|postprocess|explain)_seconds_)")
+# Exported by the platform, not by CityScale code: kube-state-metrics, KServe's request histograms, and the
+# standard process metrics of every exporter (the Pushgateway's start time gates the stale-monitoring alert).
+PLATFORM_METRICS = re.compile(
+    r"^(kube_|up$|process_start_time_seconds$|request_(predict|preprocess|postprocess|explain)_seconds_)"
+)
 
 
 def check_promql(expr: str, known: set[str]) -> None:

@@ -8,6 +8,7 @@ that says what is wrong; the server turns it into a 400 / INVALID_ARGUMENT.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -52,7 +53,8 @@ class RawZoneHistory:
 
     def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray:
         rows = np.array([self.panel.row(s) for s in sensor_ids])
-        positions = np.array([self.panel.position(t) for t in starts])
+        position = {t: self.panel.position(t) for t in set(starts)}  # requests mostly share one start
+        positions = np.array([position[t] for t in starts])
         return self.panel.window(rows, positions - length, length)
 
 
@@ -85,6 +87,17 @@ def parse_start(text: str, city: str) -> pd.Timestamp:
     if stamp != stamp.floor("h"):
         raise ForecastRequestError(f"forecast_start {text!r} must be on the hour (e.g. 2022-10-01T00:00:00)")
     return stamp
+
+
+@lru_cache(maxsize=4096)
+def target_hours(start: pd.Timestamp, horizon: int) -> np.ndarray:
+    """The local ISO hours ``start`` .. ``start + horizon - 1``, memoised (requests keep asking for the same starts).
+
+    Read-only: every caller gets the same array.
+    """
+    hours = np.array([f"{start + pd.Timedelta(hours=h):%Y-%m-%dT%H:%M:%S}" for h in range(horizon)], dtype=object)
+    hours.flags.writeable = False
+    return hours
 
 
 def latest_observation(values: np.ndarray, starts: list[pd.Timestamp]) -> np.ndarray:
@@ -132,7 +145,12 @@ class ForecastService:
             if city is None and history is None:
                 raise ForecastRequestError(f"unknown sensor {sensor!r}; send its history explicitly to forecast it")
             cities.append(city or self.default_city)
-        stamps = [parse_start(s, c) for s, c in zip(starts, cities, strict=True)]
+        parsed: dict[tuple[str, str], pd.Timestamp] = {}  # requests mostly send one start for all their sensors
+        stamps = []
+        for text, city in zip(starts, cities, strict=True):
+            if (text, city) not in parsed:
+                parsed[text, city] = parse_start(text, city)
+            stamps.append(parsed[text, city])
 
         if history is None:
             values = self.history_source.history(sensor_ids, stamps, window)
@@ -147,11 +165,7 @@ class ForecastService:
                 f"{observed[i]:.0%} of the last {window} hours observed, need {self.min_history_fraction:.0%}"
             )
         quantiles = self.forecaster.predict(values, stamps, cities)
-        horizon = self.forecaster.horizon
-        offsets = pd.to_timedelta(np.arange(horizon), unit="h")
-        # Requests usually share one start: format each distinct start's hours once.
-        hours = {s: np.array([f"{s + o:%Y-%m-%dT%H:%M:%S}" for o in offsets], dtype=object) for s in set(stamps)}
-        target_times = np.stack([hours[s] for s in stamps])
+        target_times = np.stack([target_hours(s, self.forecaster.horizon) for s in stamps])
         latest = latest_observation(values, stamps)
         return ForecastBatch(
             sensor_ids, stamps, list(self.forecaster.contract.quantiles), quantiles, target_times, latest

@@ -104,7 +104,7 @@ def test_kfp_overlays_pin_one_release_and_move_namespace():
         assert k["namespace"] == "cityscale"
         for res in k["resources"]:
             refs.add(res.split("?ref=")[1])
-    assert refs == {"2.15.0"}
+    assert len(refs) == 1, refs  # which release: tests/test_kfp_versions.py ties it to the kfp SDK and the IR
 
 
 def test_rendered_values(rendered):

@@ -1,9 +1,11 @@
 """A short soak of the real model server (benchmarks/bench_soak.py, the same code as ``make bench-soak``).
 
-CI profile: 12 s at concurrency 8 (half REST, half gRPC); full profile: 120 s at 16. Asserts zero errors and
-bounded memory growth after warm-up. Latency is bounded loosely here (p99 < 2 s: no stalls), since test runs
-share 2 cores with other jobs and gRPC waits behind REST on the server's one event loop under mixed load (~1 s p99,
-docs/reliability.md); ``make bench-soak`` holds the real p99 target (100 ms) and the drift check.
+CI profile: 12 s at concurrency 8 (half REST, half gRPC); full profile: 120 s at 16. Asserts zero errors,
+bounded memory growth after warm-up and that neither protocol starves: with forecasts on the server's event loop
+gRPC got 7 % of REST's throughput under mixed load, with them in the predict threads 90-99 %
+(docs/benchmarks.md); the floor here (25 %) leaves room for the shared CI machine. Latency is bounded loosely
+(p99 < 2 s: no stalls), since test runs share 2 cores with other jobs; ``make bench-soak`` holds the real p99
+target (100 ms), the 40 % balance, the p99-versus-alone factor and the drift check.
 """
 
 from __future__ import annotations
@@ -34,4 +36,5 @@ def test_soak_has_no_errors_no_memory_growth_and_bounded_p99(model_server, train
     assert rows["totals"]["requests"] > 10 * SIZES.soak_seconds, "the soak barely sent anything"
     assert check["memory_ok"], rows["server_rss"]
     assert check["rest_p99_ok"] and check["grpc_p99_ok"], rows
+    assert check["balance"] >= 0.25, f"one protocol starves the other under mixed load: {rows}"
     assert model_server.process.poll() is None
