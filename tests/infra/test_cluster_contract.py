@@ -308,7 +308,7 @@ def test_the_rendered_predictor_forecasts_the_hour_after_the_newest_count(
         GRPC_PORT=str(grpc_port),
         CITYSCALE_FEATURE_SERVER_URL=feature_server.url,  # cluster DNS -> loopback
         STORAGE_EMULATOR_HOST=cluster["pod"]["STORAGE_EMULATOR_HOST"],
-        FSSPEC_GS_TOKEN="anon",
+        FSSPEC_GS_TOKEN="anon",  # pragma: allowlist secret
         PATH=cluster["pod"]["PATH"],
         LANG="C.UTF-8",
     )
