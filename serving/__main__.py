@@ -17,9 +17,10 @@ def main() -> None:
     args, _ = parser.parse_known_args()
 
     from serving import server
-    from serving.predictor import CityScalePredictor
+    from serving.predictor import CityScalePredictor, set_gil_switch_interval
 
     settings = get_settings()
+    set_gil_switch_interval(settings.serving_gil_switch_interval_ms)
     predictor = CityScalePredictor(settings, model_uri=args.model)
     predictor.load()  # ready (and the readiness probe green) only once model and history source are loaded
     server.start([predictor], settings.http_port, settings.grpc_port, grpc_own_loop=settings.serving_grpc_own_loop)

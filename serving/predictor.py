@@ -9,23 +9,36 @@ History comes from ``cityscale.features.online.history_source_from_settings``: t
 when one is configured (``CITYSCALE_FEATURE_SERVER_URL`` / ``FEAST_FEATURE_SERVER_URL``), Tecton when opted
 in, else the raw zone read into memory (the embedded default of ``make run``). Clients then send only
 ``sensor_id`` + ``forecast_start``.
+
+Where forecasts run: kserve serves REST and gRPC from one event loop, and a forecast computed on that loop
+holds it for milliseconds. Under mixed load the loop then runs every ready REST request per turn while a gRPC
+call, which needs several turns, waited behind all of them (soak: gRPC 13 req/s against REST's 179, p99 0.76 s).
+So forecasts run in a pool of threads sized to the process's CPUs (``serving_predict_threads``): the loop only
+decodes, encodes and moves bytes, and the tree walks and the network forward (C code that releases the GIL) use
+the pod's second core. Measured alternatives: docs/benchmarks.md, "Serving: mixed REST + gRPC traffic".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import torch
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import to_http_parameters
 
 from cityscale import registry
 from cityscale.config import Settings
@@ -80,6 +93,48 @@ class CalendarCache:
         return np.stack([found[k] for k in keys])
 
 
+def available_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's ``limits.cpu``).
+
+    ``os.cpu_count()`` reports the node's cores; a pod limited to 2 CPUs on a 16-core node must size its pools
+    for 2. The quota is rounded up (a 1.5-CPU limit gets 2 threads). cgroup v2 (``cpu.max``) or v1.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    root = Path(cgroup_root)
+    quota = period = None
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota, period = int(text[0]), int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None and period and quota > 0:
+        cpus = min(cpus, max(1, -(-quota // period)))
+    return max(1, cpus)
+
+
+def predict_threads(setting: int) -> int:
+    """Threads of the forecast pool for ``serving_predict_threads`` (0: one per available CPU; -1: none)."""
+    if setting < 0:
+        return 0
+    return setting or available_cpus()
+
+
+def set_gil_switch_interval(milliseconds: float) -> None:
+    """How long a thread may hold the GIL while another waits (Python's default: 5 ms); <= 0 keeps the default.
+
+    With forecasts in pool threads, the event loop thread competes with them for the GIL: after each wait for
+    I/O it queues behind a forecast for up to the interval, and a gRPC call needs several loop turns. At 0.5 ms
+    the soak's p99 under mixed load went from ~104 to ~95 ms on an idle 2-core machine (docs/benchmarks.md).
+    """
+    if milliseconds > 0:
+        sys.setswitchinterval(milliseconds / 1000)
+
+
 def freeze_network(net: torch.nn.Module, in_dim: int) -> torch.nn.Module:
     """The network traced and frozen for inference, if it gives the same outputs; else the eager module.
 
@@ -114,8 +169,11 @@ class CityScalePredictor(Model):
         self.service: ForecastService | None = None
         self.model_version = "unloaded"
         self.history_source: HistorySource | None = None
-        # In-memory history is microseconds: a thread hop would cost more than it saves. A remote feature
-        # server may take up to its timeout, which must not block the event loop that REST and gRPC share.
+        # Where a forecast runs (see the module docstring): in ``self.pool`` (CPU-bound work, in-memory history),
+        # in asyncio's default executor (``offload_to_thread``: a remote feature server, whose calls wait on the
+        # network up to its timeout and need more threads than CPUs), or, with neither, on the event loop.
+        threads = predict_threads(settings.serving_predict_threads)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="forecast") if threads else None
         self.offload_to_thread = False
         self.forecast_log = ForecastLog.from_settings(settings)  # None when disabled
 
@@ -185,6 +243,8 @@ class CityScalePredictor(Model):
             try:
                 if self.offload_to_thread:
                     return await asyncio.to_thread(handler, payload)
+                if self.pool is not None:
+                    return await asyncio.get_running_loop().run_in_executor(self.pool, handler, payload)
                 return handler(payload)
             except ForecastRequestError as exc:
                 state["status"] = "invalid"
@@ -215,26 +275,10 @@ class CityScalePredictor(Model):
                 raise ForecastRequestError(f"history must be FP32, got {tensor.datatype}")
             history = _as_numpy(tensor).astype(np.float32).reshape(tensor.shape)
         batch = self._forecast(sensor_ids, starts, history)
-        binary = request.from_grpc or request.use_binary_outputs
-        outputs = []
-        for q, name in QUANTILE_OUTPUTS.items():
-            out = InferOutput(name=name, shape=list(batch.values.shape[:2]), datatype="FP32")
-            out.set_data_from_numpy(batch.quantile(q).astype(np.float32), binary_data=binary)
-            outputs.append(out)
-        times = InferOutput(name="target_time", shape=list(batch.target_times.shape), datatype="BYTES")
-        times.set_data_from_numpy(batch.target_times, binary_data=binary)
-        outputs.append(times)
-        latest = InferOutput(name="latest_observation", shape=[len(batch.sensor_ids)], datatype="BYTES")
-        latest.set_data_from_numpy(batch.latest_observation, binary_data=binary)
-        outputs.append(latest)
-        return InferResponse(
-            response_id=request.id or "",
-            model_name=self.name,
-            model_version=self.model_version,
-            infer_outputs=[*outputs],
-            from_grpc=request.from_grpc,
-            use_binary_outputs=binary,
-        )
+        outputs = [(name, "FP32", batch.quantile(q).astype(np.float32)) for q, name in QUANTILE_OUTPUTS.items()]
+        outputs.append(("target_time", "BYTES", batch.target_times))
+        outputs.append(("latest_observation", "BYTES", batch.latest_observation))
+        return encode_response(request, self.name, self.model_version, outputs)
 
     def _predict_v1(self, payload: dict) -> dict:
         instances = payload.get("instances") if isinstance(payload, dict) else None
@@ -247,6 +291,79 @@ class CityScalePredictor(Model):
             raise ForecastRequestError(f"every instance needs {exc.args[0]!r}") from None
         batch = self._forecast(sensor_ids, starts)
         return {"predictions": _v1_predictions(batch), "model_version": self.model_version}
+
+
+class EncodedInferResponse(InferResponse):
+    """An ``InferResponse`` whose outputs :func:`encode_response` already encoded for the request's protocol.
+
+    kserve's ``to_rest`` turns every output back into numpy and encodes it again value by value (``item()`` per
+    element: 0.3 ms for a 12-sensor JSON answer); here the outputs are final, so the same dictionary (or binary
+    body) is assembled directly. gRPC's ``to_grpc`` already takes the raw bytes as they are.
+    """
+
+    def to_rest(self) -> tuple[bytes | dict, int | None]:
+        if self._requested_outputs:  # never set by the predictor; kserve's path keeps that feature exact
+            return super().to_rest()
+        outputs, raw = [], []
+        for out in self.outputs:
+            entry: dict[str, Any] = {"name": out.name, "shape": out.shape, "datatype": out.datatype}
+            if out.parameters:
+                entry["parameters"] = to_http_parameters(out.parameters)
+            if self._use_binary_outputs:
+                raw.append(out._raw_data)
+            else:
+                entry["data"] = out.data
+            outputs.append(entry)
+        response = {"id": self.id, "model_name": self.model_name, "model_version": self.model_version}
+        response["outputs"] = outputs
+        if self.parameters:
+            response["parameters"] = to_http_parameters(self.parameters)
+        if raw:
+            header = orjson.dumps(response)
+            return b"".join([header, *raw]), len(header)
+        return response, None
+
+
+def serialize_bytes(values: np.ndarray) -> bytes:
+    """The V2 binary form of a BYTES tensor: per element a 4-byte little-endian length, then its UTF-8 bytes.
+
+    Byte for byte what kserve's ``serialize_byte_tensor`` writes, without its per-element ``np.nditer``.
+    """
+    parts = []
+    for value in values.reshape(-1).tolist():
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def encode_response(
+    request: InferRequest, model_name: str, version: str, tensors: list[tuple[str, str, np.ndarray]]
+) -> EncodedInferResponse:
+    """The V2 response holding ``(name, datatype, array)`` outputs, encoded once for the request's protocol.
+
+    Binary (gRPC, or REST with ``binary_data_output``): raw bytes with ``binary_data_size``, as kserve's
+    ``set_data_from_numpy`` sets them. JSON: ``ndarray.tolist()``, the same Python values as kserve's ``item()``
+    per element at a tenth of the cost. tests/test_serving_fast_path.py holds both to kserve's bytes.
+    """
+    binary = bool(request.from_grpc or request.use_binary_outputs)
+    outputs, raw = [], []
+    for name, datatype, array in tensors:
+        if binary:
+            data = serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            outputs.append(InferOutput(name, list(array.shape), datatype, parameters={"binary_data_size": len(data)}))
+            raw.append(data)
+        else:
+            outputs.append(InferOutput(name, list(array.shape), datatype, data=array.reshape(-1).tolist()))
+    return EncodedInferResponse(
+        response_id=request.id or "",
+        model_name=model_name,
+        model_version=version,
+        infer_outputs=outputs,
+        raw_outputs=raw or None,
+        from_grpc=request.from_grpc,
+        use_binary_outputs=binary,
+    )
 
 
 def _as_numpy(tensor) -> np.ndarray:

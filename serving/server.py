@@ -4,8 +4,10 @@ kserve 0.21's ``DataPlane.model_metadata`` leaves out the optional ``versions`` 
 response (its code says "model versioning is not supported yet"), and its gRPC servicer copies only
 name/platform/inputs/outputs. CityScale serves exactly one registry version per process and clients,
 dashboards and the rollout checks want to see which: a model exposing ``versions`` (a list of strings)
-and ``platform`` gets them into ``GET /v2/models/<name>`` and gRPC ``ModelMetadata``. Everything else is
-kserve's own server, unchanged.
+and ``platform`` gets them into ``GET /v2/models/<name>`` and gRPC ``ModelMetadata``.
+
+JSON answers of V2 ``infer`` are serialised by pydantic instead of FastAPI's ``jsonable_encoder``
+(:class:`JSONV2Endpoints`: the same bytes, a twentieth of the time). Everything else is kserve's own server.
 
 Reload: kserve's base ``ModelRepository.load`` does nothing, so ``POST /v2/repository/models/<name>/load``
 (the V2 model-repository extension) would report success without reloading. :class:`ReloadingRepository`
@@ -22,7 +24,7 @@ from typing import Any
 
 import kserve
 import kserve.model_server
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
@@ -33,6 +35,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import server as grpc_server_module
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
+from kserve.protocol.rest.v2_endpoints import V2Endpoints
 
 
 class ReloadingRepository(ModelRepository):
@@ -96,6 +100,40 @@ class VersionedInferenceServicer(InferenceServicer):
         )
 
 
+class JSONV2Endpoints(V2Endpoints):
+    """kserve's V2 REST ``infer``, its JSON answer serialised by pydantic instead of FastAPI's generic encoder.
+
+    kserve returns its ``InferenceResponse`` model and FastAPI turns it into JSON with ``jsonable_encoder``, a
+    recursive Python walk over every value: 1.1 ms of a 12-sensor forecast's answer, more than the model's
+    Python side. ``model_dump_json`` writes the same bytes (fields, order, number text) in ~50 us, which
+    tests/test_serving_fast_path.py checks. Decoding, errors, binary bodies and headers stay kserve's ``infer``.
+    """
+
+    async def infer(
+        self,
+        raw_request: Request,
+        raw_response: Response,
+        model_name: str,
+        request_body: InferenceRequest | bytes,
+        model_version: str | None = None,
+    ) -> InferenceResponse | Response:
+        result = await super().infer(raw_request, raw_response, model_name, request_body, model_version)
+        if not isinstance(result, InferenceResponse):
+            return result  # kserve's binary body (the raw_response itself)
+        response = Response(result.model_dump_json(), raw_response.status_code or 200, media_type="application/json")
+        response.headers.raw.extend(raw_response.headers.raw)  # what FastAPI merges from raw_response otherwise
+        return response
+
+
+def register_json_infer(server: kserve.ModelServer) -> None:
+    """Route V2 ``infer`` to :class:`JSONV2Endpoints`: added before kserve registers its own routes, so it wins."""
+    endpoints = JSONV2Endpoints(server.dataplane, server.model_repository_extension)
+    for path in ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"):
+        kserve.model_server.app.add_api_route(
+            path, endpoints.infer, response_model=None, methods=["POST"], include_in_schema=False
+        )
+
+
 V2_PREFIX = "/v2/"
 
 
@@ -134,12 +172,15 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 def _start_grpc_thread(server: kserve.ModelServer) -> tuple[grpc_server_module.GRPCServer, asyncio.AbstractEventLoop]:
     """kserve's gRPC server on its own event loop in a thread, beside the REST server's loop.
 
-    With both on one loop, every loop turn serves all ready REST connections but advances each gRPC call by one
-    completion-queue step, so under mixed load gRPC starved: 21 req/s against REST's 289 at concurrency 8 each,
-    p99 628 ms (benchmarks/bench_soak.py). On two loops the GIL is shared by time slices instead (REST 144 / gRPC
-    128 req/s), but gRPC alone is slower than on kserve's loop (bench_serving c8: 772 req/s against the bare
-    model's 3,132), so it is opt-in: ``CITYSCALE_SERVING_GRPC_OWN_LOOP``. The predictor is safe to call from both
-    loops (its caches are locked; model and history are read-only between reloads).
+    With both on one loop and forecasts computed on it, every loop turn serves all ready REST connections but
+    advances each gRPC call by one completion-queue step, so under mixed load gRPC starved: 21 req/s against
+    REST's 289 at concurrency 8 each, p99 628 ms (benchmarks/bench_soak.py). On two loops the GIL is shared by
+    time slices instead (REST 144 / gRPC 128 req/s), but gRPC alone is slower than on kserve's loop
+    (bench_serving c8: 772 req/s against the bare model's 3,132), so it is opt-in:
+    ``CITYSCALE_SERVING_GRPC_OWN_LOOP``. The default now fixes the starvation differently: forecasts run in a
+    thread pool (``serving_predict_threads``, serving/predictor.py), so loop turns are short for both protocols.
+    The predictor is safe to call from both loops (its caches are locked; model and history are read-only
+    between reloads).
     """
     grpc = grpc_server_module.GRPCServer(
         server.grpc_port,
@@ -187,6 +228,7 @@ def start(
         enable_grpc=not grpc_own_loop,
     )
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
+    register_json_infer(server)
     if not grpc_own_loop:
         server.start(models)
         return
