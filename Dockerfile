@@ -1,5 +1,7 @@
-# CityScale app image: every KFP component and the KServe predictor run in it.
-# Build: make images (tags by git SHA). The compiled pipeline points at CITYSCALE_IMAGE.
+# CityScale pipeline image (the app image): every KFP component, the TrainJobs' training pods and a GPU predictor
+# (deploy-serving --gpus) run in it. The CPU InferenceService (predictor, transformer) runs the slim serving image
+# instead (Dockerfile.serving: requirements/serving.lock, CPU torch, no kfp/Feast SDK/Airbyte/statsforecast).
+# Build: make images (tags by git SHA: $REGISTRY/cityscale:<sha>). The compiled pipeline points at CITYSCALE_IMAGE.
 FROM python:3.11.13-slim-bookworm
 # checkov:skip=CKV_DOCKER_2: KServe/Kubernetes readiness and liveness probes check the server; KFP step containers exit when done.
 

@@ -19,13 +19,18 @@ REGISTRY ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(
 # The model registry the cluster serves from (terraform output pipeline_config.models_uri); make deploy-serving resolves
 # and promotes registry versions there, not in the local workdir.
 MODELS_URI ?= $(shell $(PYTHON) -c 'import json;print(json.load(open("$(TF_OUT)/$(ENV).pipeline-config.json"))["models_uri"])' 2>/dev/null)
-# The immutable image of this commit; without REGISTRY (dry runs only) an unqualified name, never a :dev tag.
+# The immutable images of this commit; without REGISTRY (dry runs only) unqualified names, never a :dev tag.
+# IMAGE_REF: the pipeline image (Dockerfile: KFP steps, TrainJobs, a GPU predictor); SERVING_IMAGE_REF: the slim
+# serving image (Dockerfile.serving: the CPU InferenceService's predictor and transformer).
 IMAGE_REF = $(if $(REGISTRY),$(REGISTRY)/cityscale:$(GIT_SHA),cityscale:$(GIT_SHA))
+SERVING_IMAGE_REF = $(if $(REGISTRY),$(REGISTRY)/cityscale-serving:$(GIT_SHA),cityscale-serving:$(GIT_SHA))
 HELMFILE := helmfile --file helmfile.d --environment $(ENV) --state-values-set image.tag=$(GIT_SHA)
-# Locked installs (README "Installs and locks"): make venv installs requirements/dev.lock with hashes; the app image
-# installs requirements/app.lock; make lock regenerates both with uv (pinned in requirements/tools.lock, in LOCK_VENV).
+# Locked installs (README "Installs and locks"): make venv installs requirements/dev.lock with hashes; the pipeline
+# image installs requirements/app.lock, the serving image requirements/serving.lock; make lock regenerates all three
+# with uv (pinned in requirements/tools.lock, in LOCK_VENV).
 LOCK ?= requirements/dev.lock
 APP_LOCK := requirements/app.lock
+SERVING_LOCK := requirements/serving.lock
 LOCK_VENV ?= .venv-lock
 # Where pip and uv find the CPU torch wheel (torch==2.13.0+cpu): /opt/wheels when it holds one, else the PyTorch CPU
 # index's torch page. The lock's sha256 decides which file is accepted, wherever it comes from.
@@ -48,13 +53,15 @@ $(LOCK_VENV)/.installed: requirements/tools.lock
 	@touch $@
 
 .PHONY: lock
-lock: $(LOCK_VENV)/.installed ## Regenerate requirements/dev.lock (venv, CPU torch) and app.lock (image, CUDA torch) with hashes (UPGRADE=1: newest versions)
+lock: $(LOCK_VENV)/.installed ## Regenerate requirements/dev.lock (venv, CPU torch), app.lock (pipeline image, CUDA torch), serving.lock (serving image, CPU torch) with hashes (UPGRADE=1: newest versions)
 	$(UV_COMPILE) pyproject.toml requirements/dev.in --extra dev --find-links $(TORCH_FIND_LINKS) -o $(LOCK)
 	@mkdir -p build/lock && grep -E '^[A-Za-z0-9]' $(LOCK) | sed 's/ \\$$//' | grep -v '^torch==' > build/lock/dev-pins.txt
 	$(UV_COMPILE) pyproject.toml requirements/app.in --constraint build/lock/dev-pins.txt -o $(APP_LOCK)
-	@for f in $(LOCK):requirements/dev.in $(APP_LOCK):requirements/app.in; do \
+	$(UV_COMPILE) requirements/serving.in --constraint build/lock/dev-pins.txt --find-links $(TORCH_FIND_LINKS) \
+	  -o $(SERVING_LOCK)
+	@for f in $(LOCK):requirements/dev.in $(APP_LOCK):requirements/app.in $(SERVING_LOCK):requirements/serving.in; do \
 	  { sed -n '/^#/!q;p' $${f#*:}; echo; grep -v '^#' $${f%%:*}; } > $${f%%:*}.tmp && mv $${f%%:*}.tmp $${f%%:*}; done
-	@echo "lock: wrote $(LOCK) and $(APP_LOCK); make venv reinstalls from $(LOCK)"
+	@echo "lock: wrote $(LOCK), $(APP_LOCK) and $(SERVING_LOCK); make venv reinstalls from $(LOCK)"
 
 .PHONY: help
 help: ## Show this help
@@ -181,13 +188,16 @@ platform-sync: ## helmfile sync of helmfile.d for $(ENV) with image tag $(GIT_SH
 	$(HELMFILE) --selector tier=app sync
 
 .PHONY: images
-images: ## Build and push $(REGISTRY)/cityscale:$(GIT_SHA) (TECTON=1 also builds the licensed Tecton image)
+images: ## Build and push the pipeline image $(REGISTRY)/cityscale:$(GIT_SHA) and the serving image $(REGISTRY)/cityscale-serving:$(GIT_SHA) (TECTON=1 also builds the licensed Tecton image)
 	@test -n "$(REGISTRY)" || { echo "REGISTRY is required (or run make infra-apply)"; exit 1; }
 	@git diff --quiet HEAD || { echo "working tree is dirty: commit first, images are tagged by git SHA"; exit 1; }
-	@echo "images: build+push $(REGISTRY)/cityscale:$(GIT_SHA)$(if $(TECTON), and $(REGISTRY)/cityscale-tecton:$(GIT_SHA) (Tecton Proprietary licence)) for linux/amd64"
+	@echo "images: build+push $(IMAGE_REF) (pipeline) and $(SERVING_IMAGE_REF) (serving)$(if $(TECTON), and $(REGISTRY)/cityscale-tecton:$(GIT_SHA) (Tecton Proprietary licence)) for linux/amd64"
 	docker build --platform linux/amd64 --build-arg SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) \
-	  --label org.opencontainers.image.revision=$(GIT_SHA) -t $(REGISTRY)/cityscale:$(GIT_SHA) .
-	docker push $(REGISTRY)/cityscale:$(GIT_SHA)
+	  --label org.opencontainers.image.revision=$(GIT_SHA) -t $(IMAGE_REF) .
+	docker build --platform linux/amd64 -f Dockerfile.serving --build-arg SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) \
+	  --label org.opencontainers.image.revision=$(GIT_SHA) -t $(SERVING_IMAGE_REF) .
+	docker push $(IMAGE_REF)
+	docker push $(SERVING_IMAGE_REF)
 	$(if $(TECTON),docker build --platform linux/amd64 -f Dockerfile.tecton --build-arg GIT_SHA=$(GIT_SHA) -t $(REGISTRY)/cityscale-tecton:$(GIT_SHA) . && docker push $(REGISTRY)/cityscale-tecton:$(GIT_SHA))
 
 DEPLOY_DIR := build/pipelines
@@ -207,9 +217,13 @@ MODEL_VERSION ?= production
 deploy-serving: $(STAMP) ## Create/patch the KServe InferenceService for MODEL_VERSION, wait Ready, roll back on failure (DRY_RUN=1: YAML to build/manifests/)
 	@test -n "$(REGISTRY)$(DRY)" || { echo "REGISTRY is required (or run make infra-apply); DRY_RUN=1 only writes the manifests"; exit 1; }
 	@test -n "$(MODELS_URI)$(DRY)" || { echo "MODELS_URI is required: the cluster's model registry, gs://<prefix>-models (or run make infra-apply)"; exit 1; }
-	@echo "deploy-serving: InferenceService for $(MODEL_VERSION) of $(or $(MODELS_URI),<local registry>), image $(IMAGE_REF)$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
-	CITYSCALE_IMAGE=$(IMAGE_REF) $(if $(MODELS_URI),CITYSCALE_REGISTRY_URI=$(MODELS_URI)) \
+	@echo "deploy-serving: InferenceService for $(MODEL_VERSION) of $(or $(MODELS_URI),<local registry>), image $(SERVING_IMAGE_REF) (GPU predictor: $(IMAGE_REF))$(if $(DRY), -> build/manifests/ (DRY_RUN: no cluster))"
+	CITYSCALE_SERVING_IMAGE=$(SERVING_IMAGE_REF) CITYSCALE_IMAGE=$(IMAGE_REF) $(if $(MODELS_URI),CITYSCALE_REGISTRY_URI=$(MODELS_URI)) \
 	  $(BIN)/cityscale deploy-serving --version $(MODEL_VERSION) $(if $(DRY),--dry-run --out build/manifests) $(if $(TRANSFORMER),--transformer)
+
+.PHONY: bench-images
+bench-images: $(STAMP) ## Image sizes per role from the locks, no Docker: wheels downloaded + installed (several GB; build/bench/image_sizes.json)
+	$(BIN)/python benchmarks/image_sizes.py
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## Serving load test on loopback: bare kserve model vs full CityScale path, REST+gRPC (build/bench/serving.json)

@@ -56,8 +56,12 @@ class Settings(BaseSettings):
     pipeline_retry_backoff_s: int = 30  # first retry after this long, doubling (kfp.local honours it too)
     sample_data: Path = PACKAGE_DATA / "melbourne_sample.parquet"
 
-    # The container image every component runs in (the compiled YAML points at it).
+    # The pipeline image every component runs in (the compiled YAML points at it; Dockerfile): also the TrainJobs'
+    # image and a GPU predictor's (CUDA torch).
     image: str = "cityscale:dev"
+    # The slim serving image of the CPU InferenceService's predictor and transformer (Dockerfile.serving: CPU torch,
+    # only what serving imports). Like ``image``, the cluster sets it to an immutable git-SHA tag (cityscale-config).
+    serving_image: str = "cityscale-serving:dev"
 
     # Kubeflow Pipelines API that `make deploy` (pipelines/publish.py) uploads to. Plain names as documented
     # in docs/runbook.md: KFP_HOST (e.g. http://localhost:8888 through a port-forward of svc/ml-pipeline),

@@ -1,6 +1,6 @@
 """KFP lightweight components: one module per step, each a thin wrapper over ``cityscale.steps``.
 
-Every component runs in the project image (``CITYSCALE_IMAGE``) with the package preinstalled,
+Every component runs in the pipeline image (``CITYSCALE_IMAGE``, Dockerfile) with the package preinstalled,
 so no component installs anything at run time.
 """
 

@@ -17,6 +17,7 @@ from cityscale.config import CLUSTER_CONFIG_MAP as CONFIG_MAP
 # Every key of the ConfigMap (tests/infra/test_infra_cluster_config.py checks the chart renders exactly these).
 CONFIG_KEYS = (
     "CITYSCALE_IMAGE",
+    "CITYSCALE_SERVING_IMAGE",
     "CITYSCALE_STORE_URI",
     "CITYSCALE_REGISTRY_URI",
     "CITYSCALE_MODEL_NAME",

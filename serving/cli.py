@@ -19,7 +19,9 @@ def serve(model: str = typer.Option("production", help="Registry alias, version 
 
 def deploy_serving(
     version: str = typer.Option("production", help="Registry version (or alias) to serve."),
-    image: str = typer.Option("", help="Container image (default: CITYSCALE_IMAGE)."),
+    image: str = typer.Option(
+        "", help="Container image (default: CITYSCALE_SERVING_IMAGE; a GPU predictor: CITYSCALE_IMAGE)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write the manifests to --out, talk to no cluster."),
     out: str = typer.Option("build/manifests", help="Where --dry-run writes the YAML."),
     gpus: int = typer.Option(None, help="GPUs per predictor (default: settings)."),

@@ -1,9 +1,11 @@
 """The CityScale ``InferenceService``: build it with the kserve SDK, then create-or-patch it and wait for Ready.
 
-Build (:func:`build_inference_service`): a ``V1beta1InferenceService`` running the project image's predictor
+Build (:func:`build_inference_service`): a ``V1beta1InferenceService`` running the predictor
 (``python -m serving --model <registry version>``) and, optionally, the feature-fetching transformer in
 front of it (``python -m serving.transformer``, gRPC V2 to the predictor). CPU and GPU variants; replicas,
-scale metric and resources from :class:`cityscale.config.Settings`. Mode rules the CRD schema cannot
+scale metric and resources from :class:`cityscale.config.Settings`. Images: the slim serving image
+(``serving_image``, Dockerfile.serving, CPU torch) for the CPU predictor and the transformer; a GPU predictor
+runs the pipeline image (``image``, Dockerfile), whose torch is the CUDA build. Mode rules the CRD schema cannot
 express but KServe's webhook and controller apply are checked here, at build time:
 
 - ``serving.kserve.io/deploymentMode`` is ``Standard`` (the default: Deployment + HPA) or ``Knative``;
@@ -49,7 +51,7 @@ MODES = {"Standard": ("cpu", "memory"), "Knative": ("concurrency", "rps")}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 HTTP_PORT, GRPC_PORT = 8080, 8081
-RUN_AS_USER = 10001  # the image's cityscale user (Dockerfile)
+RUN_AS_USER = 10001  # the images' cityscale user (Dockerfile, Dockerfile.serving)
 SCRATCH_VOLUME = "scratch"  # emptyDir at /tmp: the one writable path under a read-only root filesystem
 FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 
@@ -62,7 +64,7 @@ class InferenceServiceError(RuntimeError):
 class ServingOptions:
     """Everything that shapes the InferenceService; :meth:`from_settings` fills it from ``Settings``."""
 
-    image: str
+    image: str  # CPU predictor and transformer: the serving image (CPU torch)
     model: str  # registry alias or version the predictor serves (``--model``)
     name: str = "cityscale"
     namespace: str = "cityscale"
@@ -81,6 +83,7 @@ class ServingOptions:
     transformer: bool = False
     canary_percent: int = 0
     env: dict[str, str] = field(default_factory=dict)  # CITYSCALE_* for predictor and transformer
+    gpu_image: str = ""  # a predictor with GPUs: an image with CUDA torch (the pipeline image); empty: ``image``
 
     @classmethod
     def from_settings(
@@ -94,7 +97,10 @@ class ServingOptions:
         if settings.feature_server_url:
             env["CITYSCALE_FEATURE_SERVER_URL"] = settings.feature_server_url
         values: dict[str, Any] = {
-            "image": image or settings.image,
+            # An explicit image (deploy-serving --image) serves either way; else CPU pods get the serving image and
+            # a GPU predictor the pipeline image, the one with CUDA torch.
+            "image": image or settings.serving_image,
+            "gpu_image": image or settings.image,
             "model": model,
             "name": settings.model_name,
             "namespace": settings.serving_namespace,
@@ -173,7 +179,7 @@ def _probe() -> k8s.V1Probe:
 def _container(options: ServingOptions, name: str, command: list[str], gpus: int) -> k8s.V1Container:
     return k8s.V1Container(
         name=name,
-        image=options.image,
+        image=(options.gpu_image or options.image) if gpus else options.image,
         command=command,
         env=_env(options),
         # The cluster's configuration (image, buckets, feature server); the explicit env above takes precedence.

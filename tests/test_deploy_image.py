@@ -132,3 +132,26 @@ def test_the_makefile_hands_the_image_to_compile_and_deploy() -> None:
     assert f"CITYSCALE_IMAGE={IMAGE} " in deploy and "deploy --compile --compiled-dir build/pipelines" in deploy
     dry = recipe("deploy", "DRY_RUN=1", "GIT_SHA=0123456789ab", "REGISTRY=")
     assert "CITYSCALE_IMAGE=cityscale:0123456789ab " in dry and ":dev" not in dry
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_makefile_builds_both_images_and_deploys_the_serving_image() -> None:
+    """make images builds and pushes the pipeline and serving images of the commit; deploy-serving names both."""
+    env = clean_env()
+
+    def recipe(*args: str) -> str:
+        proc = subprocess.run(["make", "-n", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    serving_image = IMAGE.replace("/cityscale:", "/cityscale-serving:")
+    images = recipe("images", "REGISTRY=registry.example", "GIT_SHA=0123456789ab")
+    assert f"-t {IMAGE} ." in images and f"docker push {IMAGE}" in images
+    assert "-f Dockerfile.serving" in images and f"-t {serving_image} ." in images
+    assert f"docker push {serving_image}" in images
+    serve = recipe("deploy-serving", "REGISTRY=registry.example", "GIT_SHA=0123456789ab", "MODELS_URI=gs://m")
+    assert f"CITYSCALE_SERVING_IMAGE={serving_image} CITYSCALE_IMAGE={IMAGE} " in serve
+    dry = recipe("deploy-serving", "DRY_RUN=1", "GIT_SHA=0123456789ab", "REGISTRY=")
+    assert "CITYSCALE_SERVING_IMAGE=cityscale-serving:0123456789ab " in dry and ":dev" not in dry
+    for image in (serving_image, "cityscale-serving:0123456789ab"):
+        assert mutable_image_problem(image) is None

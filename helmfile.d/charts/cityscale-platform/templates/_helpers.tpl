@@ -19,6 +19,12 @@ registry/cityscale:<git sha> (values.schema.json refuses a mutable tag such as `
 {{ required "image.repository is required" .Values.image.repository }}:{{ required "image.tag is required (the git SHA)" .Values.image.tag }}
 {{- end -}}
 
+{{- /* The slim serving image (Dockerfile.serving) of the InferenceService's CPU predictor and transformer, the
+ConfigMap's CITYSCALE_SERVING_IMAGE: registry/cityscale-serving at the same immutable tag. */ -}}
+{{- define "cityscale.servingImage" -}}
+{{ required "image.servingRepository is required" .Values.image.servingRepository }}:{{ required "image.tag is required (the git SHA)" .Values.image.tag }}
+{{- end -}}
+
 {{- define "cityscale.podSecurity" -}}
 runAsNonRoot: true
 runAsUser: 10001
