@@ -15,15 +15,16 @@ What the cluster provides by other means is replaced by loopback stand-ins, each
   ``FakeKubernetesApi`` behind one URL (``KUBECONFIG``). The fake Trainer really runs the TrainJob's command with
   the TrainJob's env over the same node env; the fake KServe controller marks a generation Ready.
 - The City of Melbourne portal (the internet): the replay of the bundled real sample, which publishes one more
-  week before the second run (``CITYSCALE_AIRBYTE_CONFIG_OVERRIDES``: base URL and the sync window, i.e. the clock).
+  week before each later run (``CITYSCALE_AIRBYTE_CONFIG_OVERRIDES``: base URL and the sync window, i.e. the clock).
 - Poll intervals of the TrainJob and rollout waits, shortened to a second; and ``train_gpus_per_node=0``, since
   the fake Trainer's node is this CPU machine (the GPU placement of the TrainJob is checked in test_trainjob.py).
 - Cluster DNS and ports: the predictor gets free loopback ports and the loopback address of a feature server that
   the project's own ``cityscale features build`` / ``feature-server`` commands build from the emulated raw zone
   (the chart's CronJob and Deployment run the same commands against Redis).
 
-Two runs over two raw-zone snapshots, a week apart: the second must train on the newer week, pass or fail the
-gate by the gate's rule, register only when it passes, and patch the InferenceService to what it registered.
+Three runs over three raw-zone snapshots, a week apart: each later run must train on the newer week, pass or fail
+the gate (against the production model) by the gate's rule, register only when it passes, and patch the
+InferenceService to what it registered (the first run creates it).
 Then the predictor starts with exactly the rendered container's command and env and answers a V2 forecast for
 the hour after the newest count.
 """
@@ -64,8 +65,8 @@ SCHEDULE = "cityscale-training-weekly"
 MELBOURNE = "pedestrian-counting-system-monthly-counts-per-hour"
 LOCATIONS = "pedestrian-counting-system-sensor-locations"
 FIRST_DAY = "2022-05-02"
-# The last day the portal has published at the first and at the second weekly run.
-LAST_DAYS = ("2022-10-16", "2022-10-23")
+# The last day the portal has published at each weekly run (the bundled sample ends on 2022-10-31).
+LAST_DAYS = ("2022-10-16", "2022-10-23", "2022-10-30")
 RUNNER = """
 import json, sys
 from kfp import components, local
@@ -223,23 +224,24 @@ def predictor_container(api: FakeClusterApi) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def two_weeks(cluster: dict, sample_records: pd.DataFrame) -> dict[str, Any]:
+def weekly_runs(cluster: dict, sample_records: pd.DataFrame) -> dict[str, Any]:
     runs, isvcs = [], []
     for i, last_day in enumerate(LAST_DAYS):
         runs.append(run_weekly(cluster, sample_records, last_day, f"week{i + 1}"))
+        # a copy of the InferenceService's predictor as this run left it
         isvcs.append(
             json.loads(json.dumps(predictor_container(cluster["api"]))) if cluster["api"].kserve.objects else None
         )
     return {"runs": runs, "predictors": isvcs}
 
 
-def test_the_second_week_trains_on_the_newer_week(cluster: dict, two_weeks: dict) -> None:
-    first, second = (Examples.load(task_dir(run, "build-features") / "examples") for run in two_weeks["runs"])
-    newest = [pd.Timestamp(e.origins.max()) for e in (first, second)]
-    assert newest[1] - newest[0] == pd.Timedelta(days=7), newest
+def test_each_week_trains_on_the_newer_week(cluster: dict, weekly_runs: dict) -> None:
+    examples = [Examples.load(task_dir(run, "build-features") / "examples") for run in weekly_runs["runs"]]
+    newest = [pd.Timestamp(e.origins.max()) for e in examples]
+    assert all(later - earlier == pd.Timedelta(days=7) for earlier, later in zip(newest, newest[1:])), newest
     jobs = list(cluster["api"].trainer.jobs.values())
-    assert len(jobs) == 2, "each run trains as a TrainJob"
-    for job, run in zip(jobs, two_weeks["runs"], strict=True):
+    assert len(jobs) == len(LAST_DAYS), "each run trains as a TrainJob"
+    for job, run in zip(jobs, weekly_runs["runs"], strict=True):
         trainer = job["spec"]["trainer"]
         assert trainer["image"] == cluster["config"]["CITYSCALE_IMAGE"]  # the immutable image from the ConfigMap
         args = trainer["args"]
@@ -249,39 +251,41 @@ def test_the_second_week_trains_on_the_newer_week(cluster: dict, two_weeks: dict
 
 
 def test_each_week_passes_or_fails_the_gate_by_its_rule_and_deploys_only_what_passed(
-    cluster: dict, two_weeks: dict
+    cluster: dict, weekly_runs: dict
 ) -> None:
     settings = Settings()
     config = cluster["config"]
     verdicts = []
-    for run in two_weeks["runs"]:
+    for week, run in enumerate(weekly_runs["runs"]):
         verdict = json.loads((task_dir(run, "evaluate") / "evaluation").read_text())
         assert verdict["passed"] == gate_rule(verdict["metrics"], tuple(settings.gate_baselines)), verdict
+        # every later week is judged against the model in production, the one an earlier week registered
+        assert ("production_wape" in verdict["metrics"]) == (week > 0), verdict["metrics"]
         verdicts.append(verdict["passed"])
     assert verdicts[0], "a first model on five months of real counts must beat the baselines"
-    second = json.loads((task_dir(two_weeks["runs"][1], "evaluate") / "evaluation").read_text())
-    assert "production_wape" in second["metrics"], "the second week is judged against the first week's model"
 
     registry_uri = config["CITYSCALE_REGISTRY_URI"]
     versions = registry.versions(registry_uri, config["CITYSCALE_MODEL_NAME"])
-    assert versions == ["0001", "0002"][: 1 + verdicts[1]]
+    assert versions == [f"{i:04d}" for i in range(1, 1 + sum(verdicts))]
     production = registry.get_alias(registry_uri, config["CITYSCALE_MODEL_NAME"], "production")
     assert production["version"] == versions[-1]
 
-    first, second_container = two_weeks["predictors"]
-    for container, version in ((first, "0001"), (second_container, versions[-1])):
-        assert container["image"] == config["CITYSCALE_IMAGE"]
+    served = [f"{sum(verdicts[: week + 1]):04d}" for week in range(len(verdicts))]  # production after each week
+    for container, version in zip(weekly_runs["predictors"], served, strict=True):
+        assert container["image"] == config["CITYSCALE_SERVING_IMAGE"]  # the slim serving image (CPU predictor)
         assert container["command"][-2:] == ["--model", version]
         assert CONFIG_MAP in [ref.get("configMapRef", {}).get("name") for ref in container["envFrom"]]
-    patches = [r for r in cluster["api"].kserve.requests if r["method"] == "PATCH"]
-    assert len(patches) == verdicts[1], "the deploy step patches the InferenceService only for a model that passed"
+    methods = [r["method"] for r in cluster["api"].kserve.requests if r["method"] in ("POST", "PATCH")]
+    assert methods == ["POST"] + ["PATCH"] * sum(verdicts[1:]), (
+        "the first week creates the InferenceService; a later week patches it only for a model that passed"
+    )
     (isvc,) = cluster["api"].kserve.objects.values()
     assert isvc["spec"]["predictor"]["serviceAccountName"] == config["CITYSCALE_SERVING_SERVICE_ACCOUNT"]
     assert isvc["metadata"]["namespace"] == config["CITYSCALE_SERVING_NAMESPACE"]
 
 
 @pytest.fixture(scope="module")
-def feature_server(cluster: dict, two_weeks: dict) -> Iterator[LoopbackServer]:
+def feature_server(cluster: dict, weekly_runs: dict) -> Iterator[LoopbackServer]:
     """The Feast feature server, built by the project's own commands from the emulated raw zone."""
     features_dir = cluster["work"] / "features"
     env = {**cluster["pod"], "CITYSCALE_FEATURES_DIR": str(features_dir)}
@@ -296,9 +300,9 @@ def feature_server(cluster: dict, two_weeks: dict) -> Iterator[LoopbackServer]:
 
 
 def test_the_rendered_predictor_forecasts_the_hour_after_the_newest_count(
-    cluster: dict, two_weeks: dict, feature_server: LoopbackServer
+    cluster: dict, weekly_runs: dict, feature_server: LoopbackServer
 ) -> None:
-    container = two_weeks["predictors"][1]
+    container = weekly_runs["predictors"][-1]
     env = {**cluster["config"]}  # envFrom: the ConfigMap; the container's own env takes precedence
     env.update({e["name"]: e["value"] for e in container["env"]})
     http_port, grpc_port = free_port(), free_port()
@@ -324,7 +328,7 @@ def test_the_rendered_predictor_forecasts_the_hour_after_the_newest_count(
         cwd=cluster["work"],
         timeout_s=180,
     ):
-        start = (pd.Timestamp(LAST_DAYS[1]) + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        start = (pd.Timestamp(LAST_DAYS[-1]) + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
         sensors = ["Bou283_T", "FliS_T"]
         response = requests.post(f"{url}/v2/models/{model}/infer", json=forecast_request(sensors, start), timeout=60)
         assert response.status_code == 200, response.text
@@ -335,11 +339,12 @@ def test_the_rendered_predictor_forecasts_the_hour_after_the_newest_count(
 
 
 def test_every_workload_it_creates_or_renders_has_an_immutable_image_identity_config_and_resources(
-    cluster: dict, two_weeks: dict, rendered: Path
+    cluster: dict, weekly_runs: dict, rendered: Path
 ) -> None:
     """Static check of each pod template: TrainJobs and the InferenceService the runs created, the chart workloads."""
     config = cluster["config"]
     assert mutable_image_problem(config["CITYSCALE_IMAGE"]) is None
+    assert mutable_image_problem(config["CITYSCALE_SERVING_IMAGE"]) is None
     spec, _ = yaml.safe_load_all(COMPILED.read_text())
     executors = spec["deploymentSpec"]["executors"]
     for name in ("exec-train", "exec-train-on-trainjob"):  # the GPU goes to the pod that trains (or its TrainJob)
@@ -353,6 +358,7 @@ def test_every_workload_it_creates_or_renders_has_an_immutable_image_identity_co
     (isvc,) = cluster["api"].kserve.objects.values()
     predictor = isvc["spec"]["predictor"]
     assert predictor["serviceAccountName"] == config["CITYSCALE_SERVING_SERVICE_ACCOUNT"]
+    assert predictor["containers"][0]["image"] == config["CITYSCALE_SERVING_IMAGE"]
     assert predictor["containers"][0]["resources"]["requests"] and predictor["containers"][0]["resources"]["limits"]
     workloads = 0
     for path in (rendered / "dev").glob("cityscale-*.yaml"):
