@@ -31,6 +31,7 @@ the hour after the newest count.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -238,7 +239,7 @@ def weekly_runs(cluster: dict, sample_records: pd.DataFrame) -> dict[str, Any]:
 def test_each_week_trains_on_the_newer_week(cluster: dict, weekly_runs: dict) -> None:
     examples = [Examples.load(task_dir(run, "build-features") / "examples") for run in weekly_runs["runs"]]
     newest = [pd.Timestamp(e.origins.max()) for e in examples]
-    assert all(later - earlier == pd.Timedelta(days=7) for earlier, later in zip(newest, newest[1:])), newest
+    assert all(later - earlier == pd.Timedelta(days=7) for earlier, later in itertools.pairwise(newest)), newest
     jobs = list(cluster["api"].trainer.jobs.values())
     assert len(jobs) == len(LAST_DAYS), "each run trains as a TrainJob"
     for job, run in zip(jobs, weekly_runs["runs"], strict=True):
@@ -348,8 +349,10 @@ def test_every_workload_it_creates_or_renders_has_an_immutable_image_identity_co
     spec, _ = yaml.safe_load_all(COMPILED.read_text())
     executors = spec["deploymentSpec"]["executors"]
     for name in ("exec-train", "exec-train-on-trainjob"):  # the GPU goes to the pod that trains (or its TrainJob)
-        assert int(executors[name]["container"]["resources"]["accelerator"]["resourceCount"]) >= 1, name
-    assert executors["exec-train"]["container"]["resources"]["resourceCpuRequest"]
+        resources = executors[name]["container"].get("resources", {})
+        assert int(resources.get("accelerator", {}).get("resourceCount", 0)) >= 1, f"{name} requests no GPU"
+    cpu = executors["exec-train"]["container"].get("resources", {}).get("resourceCpuRequest")
+    assert cpu, "the in-task train step (train_mode=local) requests no CPU: it would land on any node"
     for job in cluster["api"].trainer.jobs.values():
         text = json.dumps(job)
         assert job["spec"]["trainer"]["image"] == config["CITYSCALE_IMAGE"]

@@ -49,9 +49,7 @@ def test_tecton_lock_is_complete_and_hashed():
 def test_the_build_context_holds_what_every_dockerfile_copies_and_no_venv():
     """.dockerignore is an allowlist: a COPY of a path it leaves out fails the build; .venv must stay out."""
     allowed = {
-        line[1:].rstrip("/")
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
     }
     assert "*" in (REPO / ".dockerignore").read_text().splitlines() and ".venv" not in allowed
     for dockerfile in DOCKERFILES:
