@@ -39,11 +39,11 @@ def trained(workdir: Path) -> Settings:
 def time_requests(predictor: CityScalePredictor, sensors: list[str], start: str) -> list[float]:
     payload = {"instances": [{"sensor_id": s, "forecast_start": start} for s in sensors]}
     for _ in range(20):
-        predictor._predict_v1(payload)
+        predictor.answer(payload)
     samples = []
     for _ in range(CALLS):
         began = time.perf_counter()
-        predictor._predict_v1(payload)
+        predictor.answer(payload)
         samples.append(time.perf_counter() - began)
     return samples
 
@@ -61,7 +61,7 @@ def main() -> None:
                 case = f"predict_v1 {n} sensors, log {'on' if log_on else 'off'}"
                 rows[case] = latency_summary(time_requests(predictor, batch, "2022-10-20T00:00:00"))
             if predictor.forecast_log is not None:
-                batch = predictor._forecast(sensors, ["2022-10-20T00:00:00"])
+                batch = predictor.service.forecast(sensors, ["2022-10-20T00:00:00"])
                 samples = []
                 for _ in range(CALLS):
                     began = time.perf_counter()
@@ -74,7 +74,7 @@ def main() -> None:
         store = settings.resolved_store_uri
         served = pd.Timestamp.now(tz="UTC")
         week = [
-            forecast_log.batch_rows(predictor._forecast(sensors, [f"{o:%Y-%m-%dT%H:%M:%S}"]), "bench", served)
+            forecast_log.batch_rows(predictor.service.forecast(sensors, [f"{o:%Y-%m-%dT%H:%M:%S}"]), "bench", served)
             for o in pd.date_range("2022-10-20", "2022-10-31", freq="6h")
         ]
         forecast_log.write_part(store, pd.concat(week, ignore_index=True))

@@ -129,10 +129,17 @@ class Settings(BaseSettings):
     serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
     serving_torch_threads: int = 1  # intra-op threads per server process (see serving/predictor.py)
     serving_freeze_model: bool = True  # trace + freeze the network at load (same outputs, less per-call overhead)
+    # Compile the LightGBM boosters to native code at load (lleaves; same answers, ~3x faster trees), cached by model
+    # hash in compiled_trees_dir (default <workdir>/cache/compiled-trees). Off or failing: LightGBM serves them.
+    serving_compiled_trees: bool = True
+    compiled_trees_dir: str = ""
     # Forecasts run in a pool of this many threads instead of on the event loop that REST and gRPC share
     # (serving/predictor.py): 0 = one per CPU the process may use (the pod's CPU limit), -1 = on the event loop, where
-    # a REST flood starves gRPC (docs/benchmarks.md, "Serving: mixed REST + gRPC traffic").
-    serving_predict_threads: int = 0
+    # a REST flood starves gRPC. One: waiting requests coalesce into bigger calls and one thread fewer takes the GIL;
+    # measured against one per CPU in docs/benchmarks.md, "Serving: mixed REST + gRPC traffic".
+    serving_predict_threads: int = 1
+    # At most this many waiting requests share one forecast call (serving/batching.py); 1 = no coalescing.
+    serving_batch_max_requests: int = 32
     # GIL switch interval of the predictor process: how long a forecast thread may keep the event loop waiting
     # (Python's default 5 ms; <= 0 keeps it). Shorter: lower p99 under mixed load (docs/benchmarks.md).
     serving_gil_switch_interval_ms: float = 0.5
@@ -272,6 +279,10 @@ class Settings(BaseSettings):
     @property
     def resolved_registry_uri(self) -> str:
         return self.registry_uri or str((self.workdir / "registry").absolute())
+
+    @property
+    def resolved_compiled_trees_dir(self) -> Path:
+        return Path(self.compiled_trees_dir) if self.compiled_trees_dir else self.workdir / "cache" / "compiled-trees"
 
     @property
     def resolved_pipeline_root(self) -> str:

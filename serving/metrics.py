@@ -42,6 +42,12 @@ BATCH_SENSORS = Histogram(
     ["model_name"],
     buckets=BATCH_BUCKETS,
 )
+COALESCED_REQUESTS = Histogram(
+    "cityscale_forecast_coalesced_requests",
+    "Requests answered by one forecast call: those that waited while the forecast threads were busy.",
+    ["model_name"],
+    buckets=BATCH_BUCKETS,
+)
 FEATURE_FETCH = Histogram(
     "cityscale_feature_fetch_seconds",
     "Time to fetch online history from the history source (raw zone in memory, Feast or Tecton).",

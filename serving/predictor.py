@@ -13,14 +13,19 @@ in, else the raw zone read into memory (the embedded default of ``make run``). C
 Where forecasts run: kserve serves REST and gRPC from one event loop, and a forecast computed on that loop
 holds it for milliseconds. Under mixed load the loop then runs every ready REST request per turn while a gRPC
 call, which needs several turns, waited behind all of them (soak: gRPC 13 req/s against REST's 179, p99 0.76 s).
-So forecasts run in a pool of threads sized to the process's CPUs (``serving_predict_threads``): the loop only
-decodes, encodes and moves bytes, and the tree walks and the network forward (C code that releases the GIL) use
-the pod's second core. Measured alternatives: docs/benchmarks.md, "Serving: mixed REST + gRPC traffic".
+So forecasts run in a forecast thread (``serving_predict_threads``): the loop only decodes, encodes and moves
+bytes, and the tree walks and the network forward (C code that releases the GIL) use the pod's second core.
+Requests that arrive while the thread is busy are answered together by its next forecast call
+(``serving.batching.MicroBatcher``, ``ForecastService.forecast_many``): a one-sensor forecast is mostly fixed
+cost, so under load the cost per request falls instead of the queue growing. One thread, not one per CPU: the
+forecast is largely Python under the GIL, so a second thread mostly splits the batches and contends with the
+loop (soak c16 p99 REST/gRPC 66/76 ms with one, 79/106 ms with two). The boosters run as native code
+compiled from their trees at load (``BoostedQuantiles.compile``). Measured alternatives: docs/benchmarks.md,
+"Serving: mixed REST + gRPC traffic".
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
@@ -46,6 +51,7 @@ from cityscale.features.online import history_source_from_settings
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.forecasting.service import (
     ForecastBatch,
+    ForecastRequest,
     ForecastRequestError,
     ForecastService,
     HistorySource,
@@ -53,6 +59,7 @@ from cityscale.forecasting.service import (
 )
 from cityscale.monitoring.forecast_log import ForecastLog
 from serving import metrics
+from serving.batching import MicroBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +176,12 @@ class CityScalePredictor(Model):
         self.service: ForecastService | None = None
         self.model_version = "unloaded"
         self.history_source: HistorySource | None = None
-        # Where a forecast runs (see the module docstring): in ``self.pool`` (CPU-bound work, in-memory history),
-        # in asyncio's default executor (``offload_to_thread``: a remote feature server, whose calls wait on the
-        # network up to its timeout and need more threads than CPUs), or, with neither, on the event loop.
-        threads = predict_threads(settings.serving_predict_threads)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="forecast") if threads else None
-        self.offload_to_thread = False
+        # Where a forecast runs (see the module docstring): batched in ``self.pool`` (CPU-bound work, in-memory
+        # history), batched in asyncio's default executor (a remote feature server, whose calls wait on the network
+        # up to its timeout and need more threads than CPUs: set at load), or, with no pool, on the event loop.
+        self.threads = predict_threads(settings.serving_predict_threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="forecast") if self.threads else None
+        self.batcher: MicroBatcher[InferRequest | dict, InferResponse | dict] | None = None
         self.forecast_log = ForecastLog.from_settings(settings)  # None when disabled
 
     def load(self) -> bool:
@@ -189,15 +196,25 @@ class CityScalePredictor(Model):
         # took ~24 ms instead of ~0.5 ms. Scale with replicas (or --workers), not intra-op threads.
         torch.set_num_threads(max(1, self.settings.serving_torch_threads))
         forecaster = Forecaster.load(uri, version)
-        if self.settings.serving_freeze_model:
+        if self.settings.serving_freeze_model and forecaster.net is not None:
             forecaster.net = freeze_network(forecaster.net, forecaster.contract.in_dim)
+        if self.settings.serving_compiled_trees and forecaster.boosters is not None:
+            forecaster.boosters.compile(self.settings.resolved_compiled_trees_dir)
         forecaster.calendar = CalendarCache(forecaster.calendar, self.settings.serving_calendar_cache_size)
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         history = metrics.TimedHistorySource(source, self.name)
         service = ForecastService(
             forecaster, history, self.settings.max_batch_sensors, self.settings.min_history_fraction
         )
-        self.offload_to_thread = not isinstance(source, RawZoneHistory)
+        if self.pool is not None and self.batcher is None:
+            remote = not isinstance(source, RawZoneHistory)
+            self.batcher = MicroBatcher(
+                self._answer_all,
+                None if remote else self.pool,
+                min(32, self.threads + 4) if remote else self.threads,  # asyncio's default executor size
+                self.settings.serving_batch_max_requests,
+                on_batch=metrics.COALESCED_REQUESTS.labels(self.name).observe,
+            )
         self.history_source, self.service, self.model_version = history, service, version
         metrics.set_model_version(self.name, version)
         self.ready = True
@@ -235,62 +252,82 @@ class CityScalePredictor(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse | dict:
-        if isinstance(payload, InferRequest):
-            protocol, handler = ("grpc-v2" if payload.from_grpc else "rest-v2"), self._predict_v2
-        else:
-            protocol, handler = "rest-v1", self._predict_v1
+        protocol = ("grpc-v2" if payload.from_grpc else "rest-v2") if isinstance(payload, InferRequest) else "rest-v1"
         with metrics.observe_request(self.name, self.model_version, protocol) as state:
             try:
-                if self.offload_to_thread:
-                    return await asyncio.to_thread(handler, payload)
-                if self.pool is not None:
-                    return await asyncio.get_running_loop().run_in_executor(self.pool, handler, payload)
-                return handler(payload)
+                if self.batcher is not None:
+                    return await self.batcher.submit(payload)
+                return self.answer(payload)
             except ForecastRequestError as exc:
                 state["status"] = "invalid"
                 raise InvalidInput(str(exc)) from exc
 
-    def _forecast(self, sensor_ids: list[str], starts: list[str], history: np.ndarray | None = None) -> ForecastBatch:
-        metrics.BATCH_SENSORS.labels(self.name).observe(len(sensor_ids))
-        batch = self.service.forecast(sensor_ids, starts, history)
-        if self.forecast_log is not None:
-            self.forecast_log.record(batch, self.model_version)  # queued; never blocks or fails the request
-        return batch
+    def answer(self, payload: InferRequest | dict) -> InferResponse | dict:
+        """One request answered in the calling thread (no batching); ``ForecastRequestError`` if it is invalid."""
+        answer = self._answer_all([payload])[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
-    def _predict_v2(self, request: InferRequest) -> InferResponse:
-        tensors = {}
-        for tensor in request.inputs:
-            if tensor.name in tensors:
-                raise ForecastRequestError(f"input {tensor.name!r} is given twice")
-            tensors[tensor.name] = tensor
-        unknown = set(tensors) - {"sensor_id", "forecast_start", "history"}
-        if unknown:
-            raise ForecastRequestError(f"unknown inputs {sorted(unknown)}; expected sensor_id, forecast_start, history")
-        sensor_ids = _strings(tensors, "sensor_id")
-        starts = _strings(tensors, "forecast_start")
-        history = None
-        if "history" in tensors:
-            tensor = tensors["history"]
-            if tensor.datatype not in ("FP32", "FP64"):
-                raise ForecastRequestError(f"history must be FP32, got {tensor.datatype}")
-            history = _as_numpy(tensor).astype(np.float32).reshape(tensor.shape)
-        batch = self._forecast(sensor_ids, starts, history)
-        outputs = [(name, "FP32", batch.quantile(q).astype(np.float32)) for q, name in QUANTILE_OUTPUTS.items()]
-        outputs.append(("target_time", "BYTES", batch.target_times))
-        outputs.append(("latest_observation", "BYTES", batch.latest_observation))
-        return encode_response(request, self.name, self.model_version, outputs)
+    def _answer_all(self, payloads: list[InferRequest | dict]) -> list[InferResponse | dict | ForecastRequestError]:
+        """Answers to several requests (V1 and V2 mixed) from one forecast call; a bad request fails alone."""
+        service, version = self.service, self.model_version  # one model for the whole call, even during a reload
+        answers: list[InferResponse | dict | ForecastRequestError | None] = [None] * len(payloads)
+        requests: dict[int, ForecastRequest] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                requests[i] = _decode_v2(payload) if isinstance(payload, InferRequest) else _decode_v1(payload)
+            except ForecastRequestError as exc:
+                answers[i] = exc
+        batches = service.forecast_many(list(requests.values()))
+        for i, batch in zip(requests, batches, strict=True):
+            if isinstance(batch, ForecastRequestError):
+                answers[i] = batch
+                continue
+            metrics.BATCH_SENSORS.labels(self.name).observe(len(batch.sensor_ids))
+            if self.forecast_log is not None:
+                self.forecast_log.record(batch, version)  # queued; never blocks or fails the request
+            payload = payloads[i]
+            if isinstance(payload, InferRequest):
+                answers[i] = _encode_v2(payload, self.name, version, batch)
+            else:
+                answers[i] = {"predictions": _v1_predictions(batch), "model_version": version}
+        return answers  # type: ignore[return-value]  # every slot is filled above
 
-    def _predict_v1(self, payload: dict) -> dict:
-        instances = payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
-            raise ForecastRequestError('V1 body must be {"instances": [{"sensor_id": ..., "forecast_start": ...}]}')
-        try:
-            sensor_ids = [str(i["sensor_id"]) for i in instances]
-            starts = [str(i["forecast_start"]) for i in instances]
-        except KeyError as exc:
-            raise ForecastRequestError(f"every instance needs {exc.args[0]!r}") from None
-        batch = self._forecast(sensor_ids, starts)
-        return {"predictions": _v1_predictions(batch), "model_version": self.model_version}
+
+def _decode_v2(request: InferRequest) -> ForecastRequest:
+    tensors = {}
+    for tensor in request.inputs:
+        if tensor.name in tensors:
+            raise ForecastRequestError(f"input {tensor.name!r} is given twice")
+        tensors[tensor.name] = tensor
+    unknown = set(tensors) - {"sensor_id", "forecast_start", "history"}
+    if unknown:
+        raise ForecastRequestError(f"unknown inputs {sorted(unknown)}; expected sensor_id, forecast_start, history")
+    history = None
+    if "history" in tensors:
+        tensor = tensors["history"]
+        if tensor.datatype not in ("FP32", "FP64"):
+            raise ForecastRequestError(f"history must be FP32, got {tensor.datatype}")
+        history = _as_numpy(tensor).astype(np.float32).reshape(tensor.shape)
+    return ForecastRequest(_strings(tensors, "sensor_id"), _strings(tensors, "forecast_start"), history)
+
+
+def _encode_v2(request: InferRequest, model_name: str, version: str, batch: ForecastBatch) -> EncodedInferResponse:
+    outputs = [(name, "FP32", batch.quantile(q).astype(np.float32)) for q, name in QUANTILE_OUTPUTS.items()]
+    outputs.append(("target_time", "BYTES", batch.target_times))
+    outputs.append(("latest_observation", "BYTES", batch.latest_observation))
+    return encode_response(request, model_name, version, outputs)
+
+
+def _decode_v1(payload: dict) -> ForecastRequest:
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
+        raise ForecastRequestError('V1 body must be {"instances": [{"sensor_id": ..., "forecast_start": ...}]}')
+    try:
+        return ForecastRequest([str(i["sensor_id"]) for i in instances], [str(i["forecast_start"]) for i in instances])
+    except KeyError as exc:
+        raise ForecastRequestError(f"every instance needs {exc.args[0]!r}") from None
 
 
 class EncodedInferResponse(InferResponse):

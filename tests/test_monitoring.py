@@ -162,7 +162,7 @@ def test_predictor_logs_served_forecasts(trained_workdir, tmp_path) -> None:
     )
     predictor = CityScalePredictor(settings)
     predictor.load()
-    out = predictor._predict_v1({"instances": [{"sensor_id": "FliS_T", "forecast_start": "2022-10-20T00:00:00"}]})
+    out = predictor.answer({"instances": [{"sensor_id": "FliS_T", "forecast_start": "2022-10-20T00:00:00"}]})
     predictor.forecast_log.close()
     rows = forecast_log.read(settings.resolved_store_uri)
     assert len(rows) == 24 and set(rows["sensor_id"]) == {"FliS_T"}

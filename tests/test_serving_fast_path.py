@@ -6,7 +6,8 @@ encoding (``serving.predictor.encode_response``), the JSON serialisation of V2 R
 parsed once per request, target hours memoised). Each is compared here with what it replaced: kserve's
 ``set_data_from_numpy`` / ``to_rest`` / ``to_grpc``, FastAPI's ``jsonable_encoder``, and the forecast computed
 the previous way (every start parsed, the calendar computed fresh, the network not frozen, hours formatted).
-Also: where forecasts run (``serving_predict_threads``) and how the pool is sized.
+Also: where forecasts run (``serving_predict_threads``), how the pool is sized, and requests coalesced into one
+forecast call (``serving.batching``, ``ForecastService.forecast_many``) answered as they are alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,21 @@ import pandas as pd
 import pytest
 from fastapi.encoders import jsonable_encoder
 from kserve import InferInput, InferOutput, InferRequest, InferResponse
+from kserve.errors import InvalidInput
 from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
 from cityscale import registry
 from cityscale.config import Settings
 from cityscale.forecasting.forecaster import Forecaster
-from cityscale.forecasting.service import RawZoneHistory, latest_observation, parse_start
+from cityscale.forecasting.service import (
+    ForecastRequest,
+    ForecastRequestError,
+    ForecastService,
+    RawZoneHistory,
+    latest_observation,
+    parse_start,
+)
+from serving.batching import MicroBatcher
 from serving.predictor import CityScalePredictor, available_cpus, predict_threads, serialize_bytes
 
 HORIZON = 24
@@ -113,7 +124,7 @@ def _kserve_response(request: InferRequest, batch, version: str) -> InferRespons
 def test_encoded_responses_equal_kserves(predictor, requests_, grpc, binary) -> None:
     for sensor_ids, starts in requests_[:10]:
         request = _request(sensor_ids, starts[0], grpc=grpc, binary=binary)
-        new = predictor._predict_v2(request)
+        new = predictor.answer(request)
         old = _kserve_response(request, predictor.service.forecast(sensor_ids, [starts[0]]), predictor.model_version)
         if grpc:
             assert new.to_grpc().SerializeToString(deterministic=True) == old.to_grpc().SerializeToString(
@@ -133,7 +144,7 @@ def test_serialize_bytes_equals_kserve() -> None:
 def test_json_answer_equals_fastapis_encoding(predictor, requests_) -> None:
     """``JSONV2Endpoints`` writes ``model_dump_json``; FastAPI wrote ``json.dumps(jsonable_encoder(...))``."""
     for sensor_ids, starts in requests_[:10]:
-        response, _ = predictor._predict_v2(_request(sensor_ids, starts[0])).to_rest()
+        response, _ = predictor.answer(_request(sensor_ids, starts[0])).to_rest()
         model = InferenceResponse.model_validate(response)
         fastapi = json.dumps(jsonable_encoder(model), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         assert model.model_dump_json() == fastapi
@@ -163,21 +174,21 @@ def test_predict_threads_setting() -> None:
 
 
 def test_forecasts_run_in_the_pool_by_default(predictor, trained_workdir) -> None:
-    """Default: a pool of one thread per CPU, and ``predict`` runs the forecast there, not on the event loop."""
-    assert predictor.pool is not None and predictor.pool._max_workers == available_cpus()
-    assert not predictor.offload_to_thread  # in-memory history: CPU-bound, the sized pool
+    """Default: one forecast thread, and ``predict`` runs the forecast there, not on the event loop."""
+    assert predictor.pool is not None and predictor.pool._max_workers == 1
+    assert predictor.batcher is not None and predictor.batcher.executor is predictor.pool  # in-memory: the pool
     seen = []
-    original = predictor._predict_v2
+    original = predictor.batcher.answer_all
 
-    def spy(request):
+    def spy(payloads):
         seen.append(threading.current_thread().name)
-        return original(request)
+        return original(payloads)
 
-    predictor._predict_v2 = spy
+    predictor.batcher.answer_all = spy
     try:
         response = asyncio.run(predictor.predict(_request(["FliS_T"], "2022-10-01T00:00:00")))
     finally:
-        del predictor._predict_v2
+        predictor.batcher.answer_all = original
     assert seen and seen[0].startswith("forecast")
     assert response.outputs[0].shape == [1, HORIZON]
 
@@ -185,3 +196,137 @@ def test_forecasts_run_in_the_pool_by_default(predictor, trained_workdir) -> Non
         Settings(workdir=trained_workdir, serving_predict_threads=-1, forecast_log_enabled=False)
     )
     assert inline.pool is None
+
+
+# --- coalesced requests (serving/batching.py, ForecastService.forecast_many) -------------------------------------
+
+
+def test_coalesced_requests_get_the_answers_they_get_alone(predictor, requests_) -> None:
+    service = predictor.service
+    together = service.forecast_many([ForecastRequest(ids, list(starts)) for ids, starts in requests_])
+    for (ids, starts), batch in zip(requests_, together, strict=True):
+        alone = service.forecast(ids, list(starts))
+        assert batch.sensor_ids == alone.sensor_ids
+        np.testing.assert_allclose(batch.values, alone.values, rtol=1e-5, atol=1e-4)
+        assert batch.target_times.tolist() == alone.target_times.tolist()
+        assert batch.latest_observation.tolist() == alone.latest_observation.tolist()
+
+
+def test_a_bad_request_fails_alone_in_a_coalesced_call(predictor) -> None:
+    window = predictor.service.forecaster.input_window
+    requests = [
+        ForecastRequest(["FliS_T"], ["2022-10-01T00:00:00"]),
+        ForecastRequest(["nowhere"], ["2022-10-01T00:00:00"]),  # unknown sensor
+        ForecastRequest(["FliS_T"], ["2022-10-01T00:30:00"]),  # not on the hour
+        ForecastRequest(["FliS_T"], ["2022-10-01T00:00:00"], np.full((1, window), -1.0, np.float32)),  # no history
+        ForecastRequest(["FliS_T", "FliS_T"], ["2022-10-02T00:00:00"]),
+    ]
+    results = predictor.service.forecast_many(requests)
+    assert [type(r).__name__ for r in results] == [
+        "ForecastBatch",
+        "ForecastRequestError",
+        "ForecastRequestError",
+        "ForecastRequestError",
+        "ForecastBatch",
+    ]
+    assert "unknown sensor 'nowhere'" in str(results[1]) and "on the hour" in str(results[2])
+    assert "not enough history" in str(results[3])
+    alone = predictor.service.forecast(["FliS_T"], ["2022-10-01T00:00:00"])
+    np.testing.assert_allclose(results[0].values, alone.values, rtol=1e-5, atol=1e-4)
+
+
+class RefusingHistory:
+    """The predictor's in-memory history, except that it refuses one sensor's window the way Feast does."""
+
+    def __init__(self, inner: RawZoneHistory, refused: str):
+        self.inner, self.refused, self.calls = inner, refused, 0
+
+    def city_of(self, sensor_id: str) -> str | None:
+        return self.inner.city_of(sensor_id)
+
+    def history(self, sensor_ids, starts, length):
+        self.calls += 1
+        if self.refused in sensor_ids:
+            raise ForecastRequestError(f"the online store has no history window for sensor {self.refused!r}")
+        return self.inner.history(sensor_ids, starts, length)
+
+
+def test_a_refused_history_window_fails_only_its_request(predictor) -> None:
+    source = RefusingHistory(predictor.history_source.inner, "FliS_T")
+    service = ForecastService(predictor.service.forecaster, source, 512, predictor.settings.min_history_fraction)
+    others = [s for s in source.inner.panel.sensor_ids if s != "FliS_T"][:2]
+    results = service.forecast_many(
+        [ForecastRequest([others[0]], ["2022-10-01T00:00:00"]), ForecastRequest(["FliS_T"], ["2022-10-01T00:00:00"])]
+        + [ForecastRequest([others[1]], ["2022-10-03T00:00:00"])]
+    )
+    assert isinstance(results[1], ForecastRequestError) and "FliS_T" in str(results[1])
+    assert [r.sensor_ids for r in (results[0], results[2])] == [[others[0]], [others[1]]]
+    assert source.calls == 1 + 3  # the shared call, then one per request
+
+
+def test_concurrent_predicts_are_coalesced_and_answered_as_alone(predictor) -> None:
+    """Requests arriving while the pool is busy share calls; each answer equals the one it gets alone."""
+    sensors = list(predictor.history_source.panel.sensor_ids)
+    payloads = [_request([sensors[i % len(sensors)]], "2022-10-01T00:00:00", grpc=i % 2 == 1) for i in range(40)]
+    payloads.insert(7, _request(["nowhere"], "2022-10-01T00:00:00"))
+    sizes = []
+    original = predictor.batcher.answer_all
+
+    def counting(batch):
+        sizes.append(len(batch))
+        return original(batch)
+
+    async def all_at_once():
+        return await asyncio.gather(*(predictor.predict(p) for p in payloads), return_exceptions=True)
+
+    predictor.batcher.answer_all = counting
+    try:
+        answers = asyncio.run(all_at_once())
+    finally:
+        predictor.batcher.answer_all = original
+    assert sum(sizes) == len(payloads) and max(sizes) > 1 and len(sizes) < len(payloads)
+    assert isinstance(answers[7], InvalidInput) and "nowhere" in str(answers[7])
+    for payload, answer in zip(payloads, answers, strict=True):
+        if payload is not payloads[7]:
+            got, alone = _quantiles(answer), _quantiles(predictor.answer(payload))
+            assert got.keys() == alone.keys() == {"p10", "p50", "p90"}
+            for name, values in got.items():
+                np.testing.assert_allclose(values, alone[name], rtol=1e-5, atol=1e-4)
+
+
+def _quantiles(response: InferResponse) -> dict[str, np.ndarray]:
+    """The FP32 outputs of an encoded answer: JSON data, or raw bytes (gRPC)."""
+    return {
+        t.name: np.frombuffer(t._raw_data, np.float32) if t._raw_data is not None else np.asarray(t.data)
+        for t in response.outputs
+        if t.datatype == "FP32"
+    }
+
+
+def test_micro_batcher_hands_waiting_items_to_one_call_and_isolates_failures() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def answer_all(items: list[int]) -> list[int | BaseException]:
+        calls.append(items)
+        gate.wait(5)
+        if items == [99]:
+            raise RuntimeError("the whole call failed")
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+    async def scenario():
+        batcher = MicroBatcher(answer_all, ThreadPoolExecutor(1), workers=1, max_batch=3)
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)  # the only worker is busy with [1]: the next ones wait together
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in (2, -3, 4, 5)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        failed = await asyncio.gather(batcher.submit(99), return_exceptions=True)
+        return results, failed
+
+    results, failed = asyncio.run(scenario())
+    assert calls == [[1], [2, -3, 4], [5], [99]]  # max_batch=3 caps a call
+    assert results[0] == 10 and results[1] == 20 and results[3] == 40 and results[4] == 50
+    assert isinstance(results[2], ValueError) and str(results[2]) == "bad -3"
+    assert isinstance(failed[0], RuntimeError)

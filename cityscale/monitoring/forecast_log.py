@@ -5,11 +5,11 @@ date of the forecast origin, one row per (sensor, origin, target hour) with the 
 quantiles. The monitoring run reads the partitions of the days it scores.
 
 The request path only hands the batch to a bounded queue (``record`` never blocks, never raises): a
-background thread turns batches into rows and writes a part file once ``flush_rows`` rows wait or
-``flush_interval_s`` passed. When the queue is full (the store is slow or down) batches are dropped and
-counted in ``cityscale_forecast_log_dropped_batches_total``; a failed write is counted and its rows
-dropped. Each part file is written atomically (``storage.write_bytes_atomic``), so readers never see a
-half-written file. ``close`` (also registered with ``atexit``) drains the queue and flushes.
+background thread, polling it every ``POLL_S``, turns batches into rows and writes a part file once
+``flush_rows`` rows wait or ``flush_interval_s`` passed. When the queue is full (the store is slow or down)
+batches are dropped and counted in ``cityscale_forecast_log_dropped_batches_total``; a failed write is
+counted and its rows dropped. Each part file is written atomically (``storage.write_bytes_atomic``), so
+readers never see a half-written file. ``close`` (also registered with ``atexit``) drains the queue and flushes.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 import atexit
 import io
 import logging
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,6 +36,7 @@ from cityscale.forecasting.service import ForecastBatch
 logger = logging.getLogger(__name__)
 
 LOG_PREFIX = "forecast_log"
+POLL_S = 0.25  # how often the writer looks for served batches
 SCHEMA = pa.schema(
     [
         ("model_version", pa.string()),
@@ -57,8 +58,6 @@ DROPPED = Counter(
 )
 WRITE_ERRORS = Counter("cityscale_forecast_log_write_errors", "Forecast-log part files that failed to write.")
 ROWS_WRITTEN = Counter("cityscale_forecast_log_rows", "Forecast rows written to the forecast log.")
-
-_STOP = object()
 
 
 def served_rows(served: list[tuple[ForecastBatch, str, float]]) -> pd.DataFrame:
@@ -132,10 +131,15 @@ class ForecastLog:
         flush_interval_s: float = 10.0,
     ):
         self.store_uri = store_uri
+        self.max_batches = max(1, max_batches)
         self.flush_rows = max(1, flush_rows)
         self.flush_interval_s = flush_interval_s
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_batches))
+        # A deque the writer polls, not a queue.Queue: a put on a Queue wakes the writer thread for every
+        # request, and each wake-up costs the serving threads a GIL hand-off (~0.05 ms per forecast measured).
+        self._items: deque[tuple[ForecastBatch, str, float]] = deque()
+        self._poll_s = min(POLL_S, flush_interval_s)
         self._closed = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forecast-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -156,44 +160,40 @@ class ForecastLog:
         """Queue a served batch; False (and counted) if it was dropped. Never blocks, never raises."""
         if self._closed:
             return False
-        try:
-            self._queue.put_nowait((batch, version, time.time()))
-            return True
-        except queue.Full:
+        if len(self._items) >= self.max_batches:  # the writer is behind (slow or failing store)
             DROPPED.inc()
             return False
+        self._items.append((batch, version, time.time()))  # atomic; no lock, no wake-up
+        return True
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write everything queued so far, then stop the writer (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._queue.put(_STOP, timeout=timeout_s)  # waits only while full; the writer keeps draining
-        except queue.Full:
-            logger.warning("forecast log: store too slow, %d batches not written at close", self._queue.qsize())
-            return
+        self._stop.set()
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.warning("forecast log: store too slow, %d batches not written at close", len(self._items))
         atexit.unregister(self.close)
 
     def _run(self) -> None:
         pending: list[tuple[ForecastBatch, str, float]] = []
         n_pending, first_at = 0, 0.0
         while True:
-            timeout = None if not pending else max(0.0, first_at + self.flush_interval_s - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is not None and item is not _STOP:
+            stopping = self._stop.wait(self._poll_s)
+            while self._items:
+                item = self._items.popleft()
                 first_at = first_at if pending else time.monotonic()
                 pending.append(item)
                 n_pending += item[0].target_times.size
-            timed_out = item is None or time.monotonic() - first_at >= self.flush_interval_s
-            if pending and (timed_out or item is _STOP or n_pending >= self.flush_rows):
+                if n_pending >= self.flush_rows:
+                    self._flush(pending)
+                    pending, n_pending = [], 0
+            if pending and (stopping or time.monotonic() - first_at >= self.flush_interval_s):
                 self._flush(pending)
                 pending, n_pending = [], 0
-            if item is _STOP:
+            if stopping:
                 return
 
     def _flush(self, served: list[tuple[ForecastBatch, str, float]]) -> None:
