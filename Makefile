@@ -42,7 +42,9 @@ UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --no-head
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --find-links $(TORCH_FIND_LINKS) -r $(LOCK)
+	@# --no-deps, as in the Dockerfiles: the lock is the whole closure (pip check below proves it). Resolving it again,
+	@# the venv's pip 23.2 takes the newest release for an extra (feast -> dask[dataframe]) and refuses it as unpinned.
+	$(BIN)/pip install --quiet --require-hashes --no-deps --find-links $(TORCH_FIND_LINKS) -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	@touch $@
