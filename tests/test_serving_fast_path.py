@@ -235,8 +235,8 @@ def test_a_bad_request_fails_alone_in_a_coalesced_call(predictor) -> None:
     np.testing.assert_allclose(results[0].values, alone.values, rtol=1e-5, atol=1e-4)
 
 
-class RefusingHistory:
-    """The predictor's in-memory history, except that it refuses one sensor's window the way Feast does."""
+class FakeRefusingHistory:
+    """Fake: the predictor's in-memory history, refusing one sensor's window as ``FeastHistorySource`` does."""
 
     def __init__(self, inner: RawZoneHistory, refused: str):
         self.inner, self.refused, self.calls = inner, refused, 0
@@ -252,7 +252,7 @@ class RefusingHistory:
 
 
 def test_a_refused_history_window_fails_only_its_request(predictor) -> None:
-    source = RefusingHistory(predictor.history_source.inner, "FliS_T")
+    source = FakeRefusingHistory(predictor.history_source.inner, "FliS_T")
     service = ForecastService(predictor.service.forecaster, source, 512, predictor.settings.min_history_fraction)
     others = [s for s in source.inner.panel.sensor_ids if s != "FliS_T"][:2]
     results = service.forecast_many(

@@ -138,7 +138,11 @@ class _Checked:
     stamps: list[pd.Timestamp]
     cities: list[str]
     values: np.ndarray | None
-    error: ForecastRequestError | None = None  # the history source refused this request's windows
+
+
+def _split_rows(array: np.ndarray, requests: list[_Checked]) -> list[np.ndarray]:
+    """``array``'s rows cut back into one block per request, in order (each request has one row per sensor)."""
+    return np.split(array, np.cumsum([len(c.sensor_ids) for c in requests])[:-1])
 
 
 class ForecastService:
@@ -178,25 +182,24 @@ class ForecastService:
                 checked[i] = self._check(request)
             except ForecastRequestError as exc:
                 results[i] = exc
-        self._fetch_history(checked)
+        refused = self._fetch_history(checked)
         for i, c in list(checked.items()):
             try:
-                if c.values is None:
-                    raise c.error
+                if i in refused:
+                    raise refused[i]
                 self._check_history(c)
             except ForecastRequestError as exc:
                 results[i] = exc
                 del checked[i]
         if checked:
-            order = list(checked)
+            ready = list(checked.values())
             quantiles = self.forecaster.predict(
-                np.concatenate([checked[i].values for i in order]),
-                [t for i in order for t in checked[i].stamps],
-                [city for i in order for city in checked[i].cities],
+                np.concatenate([c.values for c in ready]),
+                [t for c in ready for t in c.stamps],
+                [city for c in ready for city in c.cities],
             )
-            offsets = np.cumsum([0] + [len(checked[i].sensor_ids) for i in order])
-            for i, lo, hi in zip(order, offsets[:-1], offsets[1:], strict=True):
-                results[i] = self._batch(checked[i], quantiles[lo:hi])
+            for i, c, own in zip(checked, ready, _split_rows(quantiles, ready), strict=True):
+                results[i] = self._batch(c, own)
         return results  # type: ignore[return-value]  # every slot is filled above
 
     def _check(self, request: ForecastRequest) -> _Checked:
@@ -222,33 +225,33 @@ class ForecastService:
             values = self._explicit_history(request.history, n, self.forecaster.input_window)
         return _Checked(list(sensor_ids), stamps, cities, values)
 
-    def _fetch_history(self, checked: dict[int, _Checked]) -> None:
-        """One history call for every request that sent none; if a sensor's window is refused, one call each.
+    def _fetch_history(self, checked: dict[int, _Checked]) -> dict[int, ForecastRequestError]:
+        """Fill in the history of every request that sent none, in one call; the refusals, by request.
 
         A source refuses a window with ``ForecastRequestError`` (e.g. Feast holds none for a sensor): that must
-        fail only the request that asked for it, so the shared call is retried request by request.
+        fail only the request that asked for it, so a refused shared call is retried request by request.
         """
-        fetch = [c for c in checked.values() if c.values is None]
-        if not fetch:
-            return
+        fetch = {i: c for i, c in checked.items() if c.values is None}
         window = self.forecaster.input_window
+        if not fetch:
+            return {}
         try:
             values = self.history_source.history(
-                [s for c in fetch for s in c.sensor_ids], [t for c in fetch for t in c.stamps], window
+                [s for c in fetch.values() for s in c.sensor_ids], [t for c in fetch.values() for t in c.stamps], window
             )
         except ForecastRequestError as exc:
             if len(fetch) == 1:
-                fetch[0].error = exc
-                return
-            for c in fetch:
+                return dict.fromkeys(fetch, exc)
+            refused = {}
+            for i, c in fetch.items():
                 try:
                     c.values = self.history_source.history(c.sensor_ids, c.stamps, window)
                 except ForecastRequestError as own:
-                    c.error = own
-            return
-        offsets = np.cumsum([0] + [len(c.sensor_ids) for c in fetch])
-        for c, lo, hi in zip(fetch, offsets[:-1], offsets[1:], strict=True):
-            c.values = values[lo:hi]
+                    refused[i] = own
+            return refused
+        for c, own in zip(fetch.values(), _split_rows(values, list(fetch.values())), strict=True):
+            c.values = own
+        return {}
 
     def _check_history(self, checked: _Checked) -> None:
         observed = np.isfinite(checked.values).mean(axis=1)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
-import threading
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cityscale import storage
 from cityscale.model.inputs import history_scale
 
 logger = logging.getLogger(__name__)
@@ -174,18 +174,21 @@ class BoostedQuantiles:
         """One booster compiled, or loaded from ``cache`` when its object code is there and intact.
 
         Loading object code runs it: a damaged file would crash the process, not raise. So each file is stored
-        with the SHA-256 of its bytes beside it, checked before loading; a mismatch means compile afresh.
+        with the SHA-256 of its bytes beside it, checked before loading; a mismatch means compile afresh. Both are
+        written atomically (``storage.write_bytes_atomic``): another server process never loads half a file.
         """
         key = hashlib.sha256(model_file.read_bytes() + compiler.encode()).hexdigest()[:32]
         target, digest_file = cache / f"{key}.o", cache / f"{key}.o.sha256"
         model = model_class(model_file=str(model_file))
-        if target.exists() and digest_file.exists() and _sha256(target) == digest_file.read_text().strip():
+        if target.exists() and digest_file.exists() and _sha256(target.read_bytes()) == digest_file.read_text():
             model.compile(cache=str(target), finline=False)
-        else:  # compiled aside, then renamed: a process loading the cache never sees half a file
-            scratch = cache / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            model.compile(cache=str(scratch), finline=False)
-            digest_file.write_text(_sha256(scratch))
-            os.replace(scratch, target)
+            return partial(model.predict, n_jobs=1)
+        with tempfile.TemporaryDirectory(prefix="cityscale-trees-") as scratch:
+            built = Path(scratch, "forest.o")
+            model.compile(cache=str(built), finline=False)  # compiles, and writes the object code to ``built``
+            code = built.read_bytes()
+        storage.write_bytes_atomic(str(target), code)
+        storage.write_bytes_atomic(str(digest_file), _sha256(code).encode())
         return partial(model.predict, n_jobs=1)
 
     def predict_scaled(self, history: np.ndarray, calendar: np.ndarray) -> np.ndarray:
@@ -196,8 +199,8 @@ class BoostedQuantiles:
         return np.sort(np.stack(out, axis=-1), axis=-1)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _probe_rows(n_features: int) -> np.ndarray:

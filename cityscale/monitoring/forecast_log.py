@@ -137,7 +137,7 @@ class ForecastLog:
         # A deque the writer polls, not a queue.Queue: a put on a Queue wakes the writer thread for every
         # request, and each wake-up costs the serving threads a GIL hand-off (~0.05 ms per forecast measured).
         self._items: deque[tuple[ForecastBatch, str, float]] = deque()
-        self._poll_s = min(POLL_S, flush_interval_s)
+        self._poll_s = max(0.01, min(POLL_S, flush_interval_s))  # a zero interval must not spin the writer
         self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forecast-log", daemon=True)
