@@ -1,11 +1,15 @@
-"""Calendar covariates known in advance for every target hour: weekday, hour, holidays, lockdowns.
+"""Calendar covariates known in advance for every target hour: weekday, hour, holidays, school terms, lockdowns.
 
 Holidays come from the ``holidays`` package for the city's region; lockdown windows from the
-bundled table (``cityscale/data/covid_lockdowns.csv``, approximate to the day).
+bundled table (``cityscale/data/covid_lockdowns.csv``, approximate to the day); school terms from
+``cityscale/data/school_terms.csv`` (official term dates, sources in ``SCHOOL_TERMS_SOURCES.md``). A
+year the term table does not cover gets NaN for the school flag, never a guess: add its dates when
+they are published (the flag is logged as unknown once per region and year).
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import holidays
@@ -15,7 +19,13 @@ import pandas as pd
 from cityscale.cities import get_city
 from cityscale.config import PACKAGE_DATA
 
-CALENDAR_FEATURES = [f"dow_{d}" for d in range(7)] + ["hour_sin", "hour_cos", "holiday", "lockdown"]
+logger = logging.getLogger(__name__)
+
+# Day flags beyond the holiday itself, each kept because it lowered validation WAPE (docs/benchmarks.md, "Calendar
+# ablation"): the day before / after a public holiday (not itself one), a bridge day (a Monday before or Friday
+# after a holiday), the day of a daylight-saving change, and school holidays (a day outside the terms).
+DAY_FLAGS = ["holiday", "lockdown", "holiday_eve", "holiday_after", "bridge_day", "dst_change", "school_holiday"]
+CALENDAR_FEATURES = [f"dow_{d}" for d in range(7)] + ["hour_sin", "hour_cos", *DAY_FLAGS]
 
 
 @lru_cache(maxsize=8)
@@ -45,6 +55,68 @@ def day_flags(days: pd.DatetimeIndex, city: str) -> tuple[np.ndarray, np.ndarray
     )
 
 
+@lru_cache(maxsize=8)
+def _school_terms(region: str) -> tuple[frozenset[pd.Timestamp], frozenset[int]]:
+    """Term days of a region and the years the table covers."""
+    table = pd.read_csv(PACKAGE_DATA / "school_terms.csv", parse_dates=["start", "end"])
+    table = table[table["region"] == region]
+    days: set[pd.Timestamp] = set()
+    for row in table.itertuples():
+        days.update(pd.date_range(row.start, row.end, freq="D"))
+    return frozenset(days), frozenset(int(y) for y in table["year"])
+
+
+@lru_cache(maxsize=64)
+def _warn_uncovered(region: str, year: int) -> None:
+    logger.warning(
+        "no school term dates for %s %d in school_terms.csv: the school-holiday flag is unknown", region, year
+    )
+
+
+def school_holiday_flags(days: pd.DatetimeIndex, city: str) -> np.ndarray:
+    """1 on days outside every school term, 0 in term, NaN in years the term table does not cover."""
+    region = get_city(city).school_region
+    term_days, years = _school_terms(region)
+    out = np.full(len(days), np.nan, dtype=np.float32)
+    for i, day in enumerate(days):
+        if day.year in years:
+            out[i] = float(day not in term_days)
+        else:
+            _warn_uncovered(region, int(day.year))
+    return out
+
+
+def _dst_change(days: pd.DatetimeIndex, city: str) -> np.ndarray:
+    """1 on days whose local length is not 24 hours (the clocks change)."""
+    tz = get_city(city).timezone
+
+    def utc(stamps: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        return stamps.tz_localize(tz, nonexistent="shift_forward", ambiguous=np.ones(len(stamps), dtype=bool))
+
+    length = (utc(days + pd.Timedelta(days=1)) - utc(days)) / pd.Timedelta(hours=1)
+    return (np.asarray(length) != 24).astype(np.float32)
+
+
+def day_features(days: pd.DatetimeIndex, city: str) -> np.ndarray:
+    """The ``DAY_FLAGS`` of normalised local days, ``[len(days), len(DAY_FLAGS)]``."""
+    one = pd.Timedelta(days=1)
+    holiday, lockdown = day_flags(days, city)
+    before, _ = day_flags(days - one, city)
+    after, _ = day_flags(days + one, city)
+    dow = days.dayofweek.to_numpy()
+    not_holiday = 1.0 - holiday
+    flags = {
+        "holiday": holiday,
+        "lockdown": lockdown,
+        "holiday_eve": after * not_holiday,
+        "holiday_after": before * not_holiday,
+        "bridge_day": (((dow == 0) & (after == 1)) | ((dow == 4) & (before == 1))) * not_holiday,
+        "dst_change": _dst_change(days, city),
+        "school_holiday": school_holiday_flags(days, city),
+    }
+    return np.stack([np.asarray(flags[name], dtype=np.float32) for name in DAY_FLAGS], axis=1)
+
+
 def calendar_features(stamps: pd.DatetimeIndex, city: str) -> np.ndarray:
     """Covariates ``[len(stamps), len(CALENDAR_FEATURES)]`` for naive local-time hours."""
     stamps = pd.DatetimeIndex(stamps)
@@ -53,9 +125,6 @@ def calendar_features(stamps: pd.DatetimeIndex, city: str) -> np.ndarray:
     angle = 2 * np.pi * stamps.hour.to_numpy() / 24.0
     out[:, 7] = np.sin(angle)
     out[:, 8] = np.cos(angle)
-    days = stamps.normalize()
-    unique_days, inverse = np.unique(days.to_numpy(), return_inverse=True)
-    hol, lock = day_flags(pd.DatetimeIndex(unique_days), city)
-    out[:, 9] = hol[inverse]
-    out[:, 10] = lock[inverse]
+    unique_days, inverse = np.unique(stamps.normalize().to_numpy(), return_inverse=True)
+    out[:, 9:] = day_features(pd.DatetimeIndex(unique_days), city)[inverse]
     return out

@@ -1,7 +1,7 @@
 """The CityScale KServe predictor: V2 (REST and gRPC) and V1 forecasts for a batch of sensors.
 
 V2 inputs:  ``sensor_id`` BYTES [N], ``forecast_start`` BYTES [1] or [N] (local ISO hour),
-            optional ``history`` FP32 [N, input_window] (-1 marks a missing hour).
+            optional ``history`` FP32 [N, L], 168 <= L <= input_window, newest hour last (-1 marks a missing hour).
 V2 outputs: ``p10``, ``p50``, ``p90`` FP32 [N, horizon], ``target_time`` BYTES [N, horizon],
             ``latest_observation`` BYTES [N] (local ISO hour of the latest count the forecast used).
 
@@ -232,7 +232,7 @@ class CityScalePredictor(Model):
         return [
             {"name": "sensor_id", "datatype": "BYTES", "shape": [-1]},
             {"name": "forecast_start", "datatype": "BYTES", "shape": [-1]},
-            # Optional (the V2 metadata schema has no field to say so; the README and docstring do).
+            # Optional, and as short as 168 hours (the V2 metadata schema has no field to say so; the README does).
             {"name": "history", "datatype": "FP32", "shape": [-1, window]},
         ]
 

@@ -12,6 +12,7 @@ from cityscale.features.compute import FeatureComputer
 from cityscale.features.retrieval import build_training_set
 from cityscale.features.training_set import TrainingSetError, load_extras, validate_training_set
 from cityscale.model.examples import Examples, cut_examples, origin_grid
+from cityscale.model.inputs import has_enough_history
 from cityscale.panel import Panel
 
 
@@ -80,8 +81,8 @@ def test_features_match_brute_force_and_never_see_the_future(sample_rows: pd.Dat
         for name in agg.columns:
             assert np.isclose(got[name], expected[name], rtol=1e-5, equal_nan=True), (row, name)
             checked += 1
-        history = np.where(np.isnan(values[t - 168 : t]), -1, values[t - 168 : t])
-        assert np.array_equal(win.loc[(row.sensor_id, row.event_timestamp), "history_168h"], history)
+        history = np.where(np.isnan(values[t - 672 : t]), -1, values[t - 672 : t])
+        assert np.array_equal(win.loc[(row.sensor_id, row.event_timestamp), "history_672h"], history)
         profile = np.array(
             [
                 np.nanmean(v) if np.isfinite(v := values[[t + h - 168 * k for k in range(1, 5)]]).any() else -1
@@ -117,9 +118,9 @@ def test_new_sensors_short_histories_and_missing_hours(sample_rows: pd.DataFrame
     ts = build_training_set(raw, origins, settings, features_dir=tmp_path / "f").examples
     mine = ts.origins[ts.sensor_ids == newest]
     assert len(mine) > 0
-    # At least half of the 168 hours before its first example are observed, none before its first count.
+    # At least half of the recent week before its first example is observed, none before its first count.
     assert pd.Timestamp(mine.min()) >= first[newest] + pd.Timedelta(hours=84)
-    assert (np.isfinite(ts.history).mean(axis=1) >= settings.min_history_fraction).all()
+    assert has_enough_history(ts.history, settings.min_history_fraction).all()
     assert np.isnan(ts.history).any()  # real gaps are carried as missing, not zero
 
     computer = FeatureComputer(raw)
@@ -130,7 +131,7 @@ def test_new_sensors_short_histories_and_missing_hours(sample_rows: pd.DataFrame
         .empty
     )
     window = computer.compute(early, views=["sensor_window"]).views["sensor_window"]
-    assert (window["history_168h"].iloc[0] == -1).all()
+    assert (window["history_672h"].iloc[0] == -1).all()
     assert computer.spine_for(["no-such-sensor"], [pd.Timestamp("2022-01-01")]).empty
 
 
@@ -143,7 +144,7 @@ def test_build_features_step_writes_a_validated_dataset(raw_2022: pd.DataFrame, 
     schema = validate_training_set(out, settings.input_window, settings.horizon)
     assert schema["backend"] == "feast" and schema["n_examples"] == n
     ex = Examples.load(out)
-    assert len(ex) == n and ex.history.shape[1] == 168
+    assert len(ex) == n and ex.history.shape[1] == 672
     extras = load_extras(out)
     assert extras["feature__sensor_aggregates__pedestrians_mean_7d"].shape == (n,)
     assert extras["feature__sensor_window__same_how_mean_4w"].shape == (n, 24)

@@ -68,6 +68,6 @@ def test_cli_builds_the_store_and_materializes_the_freshness_hour(tmp_path: Path
     backend = FeastBackend(Settings(workdir=tmp_path / "wd"))
     assert backend.build_info().online_as_of == {"melbourne": "2022-11-01T00:00:00"}
     online = backend.online(["FliS_T", "NoSuchSensor_T"])
-    assert len(online["sensor_window__history_168h"][0]) == 168
-    assert online["sensor_window__history_168h"][1] is None
+    assert len(online["sensor_window__history_672h"][0]) == 672
+    assert online["sensor_window__history_672h"][1] is None
     assert online["sensor_metadata__city"] == ["melbourne", None]

@@ -49,25 +49,27 @@ def test_calendar_flags_holidays_and_lockdowns() -> None:
 
 
 def test_forecast_ignores_everything_at_or_after_the_origin(panel: Panel, forecaster: Forecaster) -> None:
+    window = forecaster.input_window
     start = pd.Timestamp("2022-10-10 00:00")
     rows = np.arange(len(panel.sensor_ids))
     pos = np.full(len(rows), panel.position(start))
-    clean = forecaster.predict(panel.window(rows, pos - 168, 168), [start] * len(rows), panel.cities)
+    clean = forecaster.predict(panel.window(rows, pos - window, window), [start] * len(rows), panel.cities)
 
     corrupted = Panel(panel.values.copy(), panel.index, panel.sensor_ids, panel.cities)
     corrupted.values[:, panel.position(start) :] = 1e6
-    again = forecaster.predict(corrupted.window(rows, pos - 168, 168), [start] * len(rows), panel.cities)
+    again = forecaster.predict(corrupted.window(rows, pos - window, window), [start] * len(rows), panel.cities)
     np.testing.assert_array_equal(clean, again)
 
     corrupted.values[:, panel.position(start) - 1] += 500  # the last hour before the origin does matter
-    moved = forecaster.predict(corrupted.window(rows, pos - 168, 168), [start] * len(rows), panel.cities)
+    moved = forecaster.predict(corrupted.window(rows, pos - window, window), [start] * len(rows), panel.cities)
     assert not np.allclose(clean, moved)
 
 
 def test_quantiles_are_ordered_and_non_negative(panel: Panel, forecaster: Forecaster) -> None:
+    window = forecaster.input_window
     start = pd.Timestamp("2022-10-20 13:00")
     rows = np.arange(len(panel.sensor_ids))
-    hist = panel.window(rows, np.full(len(rows), panel.position(start)) - 168, 168)
+    hist = panel.window(rows, np.full(len(rows), panel.position(start)) - window, window)
     q = forecaster.predict(hist, [start] * len(rows), panel.cities)
     assert q.shape == (len(rows), 24, 3)
     assert (q >= 0).all() and (np.diff(q, axis=-1) >= 0).all()

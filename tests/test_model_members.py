@@ -16,6 +16,7 @@ from cityscale.calendar import CALENDAR_FEATURES, calendar_features
 from cityscale.config import Settings
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.model import boosted
+from cityscale.model.calibration import CALIBRATION_FILE
 from cityscale.model.contract import CONTRACT_FILE
 from cityscale.panel import Panel
 
@@ -27,10 +28,13 @@ def panel(trained_workdir: Path) -> Panel:
     return Panel.from_raw(raw_zone.read(Settings(workdir=trained_workdir).resolved_store_uri))
 
 
+WINDOW = Settings().input_window
+
+
 def _inputs(panel: Panel, start: pd.Timestamp = START) -> tuple[np.ndarray, list[pd.Timestamp], list[str]]:
     rows = np.arange(len(panel.sensor_ids))
     pos = np.full(len(rows), panel.position(start))
-    return panel.window(rows, pos - 168, 168), [start] * len(rows), list(panel.cities)
+    return panel.window(rows, pos - WINDOW, WINDOW), [start] * len(rows), list(panel.cities)
 
 
 def test_the_default_model_stores_both_members(trained_workdir: Path) -> None:
@@ -48,7 +52,14 @@ def test_the_default_model_stores_both_members(trained_workdir: Path) -> None:
 def test_forecast_is_the_mean_of_the_members(trained_workdir: Path, panel: Panel) -> None:
     model = trained_workdir / "model"
     history, starts, cities = _inputs(panel)
-    both = Forecaster.load(model).predict(history, starts, cities)
+    ensemble = Forecaster.load(model)
+    assert ensemble.calibration is not None  # the default model's band is calibrated ...
+    calibrated = ensemble.predict(history, starts, cities)
+    ensemble.calibration = None  # ... after the members' quantiles are averaged
+    both = ensemble.predict(history, starts, cities)
+    median = ensemble.contract.quantiles.index(0.5)
+    np.testing.assert_array_equal(calibrated[..., median], both[..., median])  # the median is never moved
+    assert not np.allclose(calibrated, both)
     mlp = Forecaster.load(model, members=["mlp"]).predict(history, starts, cities)
     gbm = Forecaster.load(model, members=["lightgbm"]).predict(history, starts, cities)
     assert not np.allclose(mlp, gbm, rtol=0.01)  # two different learners, both used
@@ -75,6 +86,7 @@ def test_an_artifact_from_before_the_boosters_loads_as_the_mlp_alone(trained_wor
     shutil.copytree(trained_workdir / "model", old)
     for booster in old.glob(boosted.BOOSTER_GLOB):
         booster.unlink()
+    (old / CALIBRATION_FILE).unlink()  # calibration came with the boosters
     contract = json.loads((old / CONTRACT_FILE).read_text())
     del contract["members"]
     contract["architecture"] = "quantile-mlp"
@@ -82,7 +94,7 @@ def test_an_artifact_from_before_the_boosters_loads_as_the_mlp_alone(trained_wor
 
     loaded = Forecaster.load(old)
     assert loaded.contract.members == ["mlp"] and loaded.boosters is None
-    panel_like = np.random.default_rng(0).uniform(0, 500, (3, 168)).astype(np.float32)
+    panel_like = np.random.default_rng(0).uniform(0, 500, (3, WINDOW)).astype(np.float32)
     starts = [START] * 3
     np.testing.assert_array_equal(
         loaded.predict(panel_like, starts, ["melbourne"] * 3),
@@ -102,19 +114,31 @@ def test_settings_keep_the_mlp_as_a_member(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_booster_features_by_hand() -> None:
-    history = np.arange(1, 169, dtype=np.float32)[None, :]  # hour i of the window holds i + 1
-    history[0, 100] = np.nan
+    history = np.arange(1, 673, dtype=np.float32)[None, :]  # hour i of the four-week window holds i + 1
+    history[0, 600] = np.nan
     stamps = pd.date_range("2022-10-10 00:00", periods=24, freq="h")  # a Monday
     calendar = calendar_features(stamps, "melbourne")[None]
     rows, scale = boosted.features(history, calendar, CALENDAR_FEATURES)
-    observed = history[np.isfinite(history)]
-    assert scale[0] == pytest.approx(observed.mean() + 1)
+    recent = history[0, -168:]
+    assert scale[0] == pytest.approx(recent[np.isfinite(recent)].mean() + 1)  # the level is the latest week's
     x = history[0] / scale[0]
     assert rows.shape[0] == 24
     step = 5
-    lag24, lag168, hour_mean, k, hour, dow, holiday, lockdown = rows[step, :8]
-    assert lag24 == pytest.approx(x[144 + step]) and lag168 == pytest.approx(x[step])
-    assert hour_mean == pytest.approx(np.mean([x[d * 24 + step] for d in range(7)]))
-    assert (k, hour, dow, holiday, lockdown) == (step, 5, 0, 0, 0)
+    lag24, w1, w2, w3, w4, mean2w, mean4w, median4w, hod7, hod28, k, hour, dow = rows[step, :13]
+    assert lag24 == pytest.approx(x[648 + step])
+    assert [w1, w2, w3, w4] == pytest.approx([x[672 - 168 * w + step] for w in (1, 2, 3, 4)])
+    assert mean2w == pytest.approx((w1 + w2) / 2) and mean4w == pytest.approx((w1 + w2 + w3 + w4) / 4)
+    assert median4w == pytest.approx(np.median([w1, w2, w3, w4]))
+    assert hod7 == pytest.approx(np.mean([x[672 - 24 * d + step] for d in range(1, 8)]))
+    day25 = [x[24 * d + step] for d in range(28) if np.isfinite(x[24 * d + step])]  # hour 600 is missing
+    assert hod28 == pytest.approx(np.mean(day25))
+    assert (k, hour, dow) == (step, 5, 0)
+    assert (rows[step, 13 : 13 + 7] == 0).all()  # no holiday, lockdown, eve, bridge, DST change; school term
+    per_example = rows[step, 20:]
+    assert per_example[:6] == pytest.approx(x[-6:])
+    assert per_example[6 + 27] == pytest.approx(x[-24:].mean())  # the last day's mean
+    assert per_example[-3] == pytest.approx(671 / 672)  # observed share
+    assert per_example[-2] == 0  # hours since the last count
+    assert per_example[-1] == pytest.approx(np.log1p(scale[0]))
     with pytest.raises(ValueError, match="input_window >= 168"):
         boosted.features(history[:, -100:], calendar, CALENDAR_FEATURES)

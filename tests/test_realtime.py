@@ -116,7 +116,7 @@ def online(feature_server: FeatureServer, sensors: list[str], features: list[str
 
 def window(feature_server: FeatureServer, sensor: str = SENSOR) -> tuple[np.ndarray, pd.Timestamp]:
     """The sensor's online history window and the UTC event time it is for."""
-    got = online(feature_server, [sensor], ["sensor_window:history_168h"])["sensor_window__history_168h"]
+    got = online(feature_server, [sensor], ["sensor_window:history_672h"])["sensor_window__history_672h"]
     return np.asarray(got["values"][0], np.float32), pd.Timestamp(got["event_timestamps"][0])
 
 

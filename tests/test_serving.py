@@ -32,7 +32,8 @@ pytestmark = pytest.mark.server
 
 MODEL = "cityscale"
 VERSION = "0001"  # the first (and production) version in the trained_workdir registry
-WINDOW, HORIZON = 168, 24
+WINDOW, HORIZON = 672, 24  # the model's window (four weeks); a client may send as little as RECENT
+RECENT = 168
 START = "2022-10-01T00:00:00"  # inside the Jan-Oct 2022 raw zone, a week of history behind it
 # 2022-10-02T02:00 (the DST gap) is missing for every sensor: a window ending 2022-10-05 holds a hole.
 START_WITH_GAP = "2022-10-05T00:00:00"
@@ -349,6 +350,15 @@ def test_unknown_sensor_with_explicit_history(server, panel) -> None:
     assert busier["p50"].sum() > out["p50"].sum() * 1.2
 
 
+def test_a_new_sensor_with_only_its_latest_week_gets_a_forecast(server, panel) -> None:
+    """Cold start: a client sends the one week a new sensor has; the older three weeks count as missing."""
+    week = explicit_history(panel, ["FliS_T"], START)[:, -RECENT:]
+    out = rest_outputs(rest_infer(server, v2_inputs(["NewSensor_T"], START, week)))
+    assert_valid_forecast(out, [START])
+    padded = np.concatenate([np.full((1, WINDOW - RECENT), -1.0, dtype=np.float32), week], axis=1)
+    assert_same_forecast(out, rest_outputs(rest_infer(server, v2_inputs(["NewSensor_T"], START, padded))), atol=1e-4)
+
+
 def test_history_as_nested_list_is_accepted(server, panel) -> None:
     history = explicit_history(panel, ["FliS_T"], START)
     inputs = v2_inputs(["FliS_T"], START)
@@ -424,7 +434,7 @@ BAD_V2 = [
     ("start-not-on-the-hour", v2_inputs(["FliS_T"], "2022-10-01T00:30:00"), r"forecast_start.*on the hour"),
     ("start-1990", v2_inputs(["FliS_T"], "1990-01-01T00:00:00"), r"not enough history.*FliS_T"),
     ("start-2030", v2_inputs(["FliS_T"], "2030-01-01T00:00:00"), r"not enough history.*FliS_T"),
-    ("history-wrong-shape", _history_case([100.0] * 10), r"history.*shape.*\[1, 168\]"),
+    ("history-wrong-shape", _history_case([100.0] * 10), r"history.*shape.*\[1, L\] with 168 <= L <= 672"),
     ("history-shape-disagrees-with-data", _history_case([100.0] * 10, [1, WINDOW]), r"history"),
     ("history-rows-not-sensors", _history_case([100.0] * 2 * WINDOW, [2, WINDOW]), r"history.*shape"),
     ("history-nan", _history_case([math.nan, *_GOOD_WEEK]), r"history.*(NaN|finite)"),

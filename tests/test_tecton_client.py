@@ -51,7 +51,7 @@ class FakeTectonFeatureService:
                 ):
                     return self._send(404, {"error": f"feature service {params['featureServiceName']} not found"})
                 row = fake.rows.get(params["joinKeyMap"].get("sensor_id"), {})
-                names = ["sensor_metadata.city", "sensor_window.history_168h"]
+                names = ["sensor_metadata.city", "sensor_window.history_672h"]
                 return self._send(
                     200,
                     {
@@ -102,7 +102,7 @@ def fake_tecton(sample_rows: pd.DataFrame):
     spine = computer.latest_spine()
     window = computer.compute(spine, views=["sensor_window"]).views["sensor_window"]
     rows = {
-        r.sensor_id: {"city": "melbourne", "history": [float(v) for v in r.history_168h]} for r in window.itertuples()
+        r.sensor_id: {"city": "melbourne", "history": [float(v) for v in r.history_672h]} for r in window.itertuples()
     }
     as_of = spine["event_timestamp"].iloc[0]
     with FakeTectonFeatureService(rows, as_of.strftime("%Y-%m-%dT%H:%M:%SZ")) as fake:
@@ -114,7 +114,7 @@ def test_tecton_history_source_reads_windows_from_the_feature_service(fake_tecto
     source = TectonHistorySource(fake.url, API_KEY, "prod")
     sensors = window["sensor_id"].tolist()[:3]
     got = source.history(sensors, [start] * 3, 168)
-    want = np.stack([np.asarray(v, np.float32) for v in window["history_168h"].iloc[:3]])
+    want = np.stack([np.asarray(v, np.float32) for v in window["history_672h"].iloc[:3]])
     want[want < 0] = np.nan
     np.testing.assert_array_equal(got, want)
     assert source.city_of(sensors[0]) == "melbourne"

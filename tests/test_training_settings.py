@@ -62,7 +62,7 @@ def test_training_reads_exactly_the_training_fields(tiny_examples: Examples, tmp
         hidden_size=16,
         gbm_rounds=3,
         gbm_num_leaves=7,
-        gbm_max_examples=200,
+        gbm_steps_per_example=3,
         model_members=("mlp", "lightgbm"),
     )
     RecordingSettings.reads.clear()

@@ -145,7 +145,10 @@ NON_DEFAULT_TRAINING: dict[str, Any] = {
     "gbm_rounds": 17,
     "gbm_num_leaves": 15,
     "gbm_learning_rate": 0.07,
-    "gbm_max_examples": 1234,
+    "gbm_steps_per_example": 5,
+    "gbm_early_stopping_rounds": 7,
+    "validation_days": 9,
+    "calibrate_band": False,
 }
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from cityscale.evaluation.baselines import BASELINES, Baseline
 from cityscale.evaluation.metrics import mase_scale, summarise
 from cityscale.forecasting.forecaster import Forecaster
+from cityscale.model.inputs import has_enough_history
 from cityscale.panel import Panel
 
 
@@ -82,7 +83,7 @@ def run_backtest(
         if model.horizon < horizon:
             raise ValueError(f"model horizon {model.horizon} is shorter than the backtest horizon {horizon}")
         history = panel.window(rows, pos - model.input_window, model.input_window)
-        has_actual &= np.isfinite(history).mean(axis=1) >= min_history_fraction
+        has_actual &= has_enough_history(history, min_history_fraction)
     rows, pos, actual = rows[has_actual], pos[has_actual], actual[has_actual]
     cities = np.asarray(panel.cities)[rows]
     starts = list(panel.index[0] + pd.to_timedelta(pos, unit="h"))

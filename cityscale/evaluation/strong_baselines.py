@@ -1,5 +1,6 @@
 """Stronger baselines for the backtest: a statistical model (statsforecast MSTL) and a LightGBM
-global model on lag features. They are computed in the same run as the model, on the same cells.
+global model on the model's own four-week features (lags, same-hour-of-week statistics, levels, trend,
+calendar and holidays). They are computed in the same run as the model, on the same cells.
 
 Both are optional dependencies of the evaluation only; serving never imports this module.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cityscale.evaluation.baselines import BASELINES, Baseline, same_hour_mean, seasonal_naive
-from cityscale.model.inputs import history_scale
+from cityscale.calendar import CALENDAR_FEATURES
+from cityscale.evaluation.baselines import BASELINES, Baseline
+from cityscale.model.boosted import features
+from cityscale.model.examples import panel_calendar
 from cityscale.panel import Panel
 
 MSTL_WINDOW = 672  # four weeks of history per fit
+LIGHTGBM_WINDOW = 672
 
 
 def _fill_for_fit(history: np.ndarray) -> np.ndarray:
@@ -48,28 +52,13 @@ def mstl_forecast(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizon
 
 
 def _lag_features(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """One row per (pair, step): scaled seasonal lags and calendar; returns features and each pair's scale."""
-    scale = history_scale(panel.window(rows, positions - 672, 672))
-    s = scale[:, None]
-    lag24 = seasonal_naive(panel, rows, positions, horizon, 24) / s
-    lag168 = seasonal_naive(panel, rows, positions, horizon, 168) / s
-    mean4w = same_hour_mean(panel, rows, positions, horizon, 4) / s
-    last = panel.window(rows, positions - 6, 6) / s
-    step = np.broadcast_to(np.arange(horizon), lag24.shape)
-    stamps = panel.index[0] + pd.to_timedelta((positions[:, None] + np.arange(horizon)).ravel(), unit="h")
-    features = np.column_stack(
-        [
-            lag24.ravel(),
-            lag168.ravel(),
-            mean4w.ravel(),
-            np.repeat(last, horizon, axis=0),
-            step.ravel(),
-            stamps.hour,
-            stamps.dayofweek,
-            np.repeat(np.log1p(scale), horizon),
-        ]
-    )
-    return features.astype(np.float32), scale
+    """One row per (pair, step): the model's own four-week features (boosted.features) and each pair's scale.
+
+    The bar is honest only if the baseline sees everything the model sees: lags and same-hour-of-week statistics
+    over four weeks, daily and weekly levels, trend, every calendar flag and holiday.
+    """
+    history = panel.window(rows, positions - LIGHTGBM_WINDOW, LIGHTGBM_WINDOW)
+    return features(history, panel_calendar(panel, rows, positions, horizon), CALENDAR_FEATURES)
 
 
 def lightgbm_forecast(

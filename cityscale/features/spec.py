@@ -159,7 +159,7 @@ class FeatureSpec:
 
 
 OWNER = "cityscale-ml-platform"
-HISTORY_HOURS = 168  # must equal Settings.input_window for the model's history tensor
+HISTORY_HOURS = 672  # must equal Settings.input_window for the model's history tensor
 HORIZON_HOURS = 24  # must equal Settings.horizon for the calendar/same-hour-of-week arrays
 
 ENTITIES = (
@@ -218,10 +218,10 @@ VIEWS = (
         "sensor_window_table",
         (
             Feature(
-                "history_168h",
+                "history_672h",
                 "window",
                 "float32_array",
-                "the last 168 hourly counts before T, oldest first, -1 = missing",
+                "the last 672 hourly counts (4 weeks) before T, oldest first, -1 = missing",
                 length=HISTORY_HOURS,
             ),
             Feature(
@@ -327,5 +327,5 @@ PUSH_SOURCES = (
 SPEC = FeatureSpec(ENTITIES, SOURCES, VIEWS, SERVICES, OWNER, push_sources=PUSH_SOURCES)
 
 # The history window the online store serves and the training set carries.
-HISTORY_VIEW, HISTORY_FEATURE = "sensor_window", "history_168h"
+HISTORY_VIEW, HISTORY_FEATURE = "sensor_window", "history_672h"
 MISSING = -1.0

@@ -22,6 +22,7 @@ from cityscale.calendar import CALENDAR_FEATURES, calendar_features
 from cityscale.config import Settings
 from cityscale.features.spec import HISTORY_FEATURE, HISTORY_VIEW, SPEC, FeatureSpec
 from cityscale.model.examples import Examples
+from cityscale.model.inputs import has_enough_history
 
 SCHEMA_KEY = "__schema__"
 EXTRA_PREFIX = "feature__"
@@ -105,7 +106,7 @@ def frame_to_training_set(
     history = _stack(frame[col], settings.input_window)
     history[history < 0] = np.nan  # -1 marks a missing hour in the feature store
     target = labels[:, :horizon]
-    keep = np.isfinite(history).mean(axis=1) >= settings.min_history_fraction
+    keep = has_enough_history(history, settings.min_history_fraction)
     if require_target:
         keep &= np.isfinite(target).any(axis=1)
     frame, spine, history, target = frame[keep], spine[keep], history[keep], target[keep]

@@ -15,6 +15,7 @@ import pandas as pd
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.ingestion.quality import clean_and_check
 from cityscale.ingestion.run import load_snapshot
+from cityscale.model.inputs import has_enough_history
 from cityscale.panel import Panel
 from cityscale.sources.melbourne import parse_sensor_label
 
@@ -54,7 +55,7 @@ def batch_forecast(
     pos = np.tile(np.array([panel.position(o) for o in origins], dtype=np.int64), n_s)
     window = forecaster.input_window
     history = panel.window(rows, pos - window, window)
-    usable = np.isfinite(history).mean(axis=1) >= min_history_fraction
+    usable = has_enough_history(history, min_history_fraction)
     rows, pos, history = rows[usable], pos[usable], history[usable]
     starts = list(panel.index[0] + pd.to_timedelta(pos, unit="h"))
     cities = list(np.asarray(panel.cities)[rows])

@@ -16,6 +16,7 @@ import torch
 from cityscale import storage
 from cityscale.calendar import calendar_features
 from cityscale.model.boosted import BoostedQuantiles
+from cityscale.model.calibration import BandCalibration
 from cityscale.model.contract import WEIGHTS_FILE, ModelContract
 from cityscale.model.inputs import encode
 from cityscale.model.network import QuantileMLP
@@ -30,6 +31,7 @@ class Forecaster:
         net: QuantileMLP | None,
         version: str = "unregistered",
         boosters: BoostedQuantiles | None = None,
+        calibration: BandCalibration | None = None,
     ):
         if net is None and boosters is None:
             raise ValueError("a forecaster needs at least one member")
@@ -37,6 +39,7 @@ class Forecaster:
         self.net = net.eval() if net is not None else None
         self.boosters = boosters
         self.version = version
+        self.calibration = calibration
 
     @classmethod
     def load(cls, uri: str | Path, version: str = "unregistered", members: Sequence[str] | None = None) -> Forecaster:
@@ -61,7 +64,9 @@ class Forecaster:
         boosters = None
         if "lightgbm" in use:
             boosters = BoostedQuantiles(local, contract.quantiles, contract.calendar_features)
-        return cls(contract, net, version, boosters)
+        # The band was calibrated for the whole ensemble: a member alone (an ablation) is reported uncalibrated.
+        calibration = BandCalibration.load(local) if set(use) == set(contract.members) else None
+        return cls(contract, net, version, boosters, calibration)
 
     @property
     def horizon(self) -> int:
@@ -91,6 +96,14 @@ class Forecaster:
         if not (len(history) == len(starts) == len(cities)):
             raise ValueError("history, starts and cities must have the same length")
         calendar = self.calendar(starts, cities)
+        scaled, scale = self.members_scaled(history, calendar)
+        if self.calibration is not None:
+            scaled = self.calibration.apply(scaled, np.asarray(cities))
+        return np.clip(scaled * scale[:, None, None], 0.0, None)
+
+    @torch.inference_mode()
+    def members_scaled(self, history: np.ndarray, calendar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The members' averaged quantiles [N, H, Q] in scaled units (uncalibrated) and each example's scale [N]."""
         x, scale = encode(history, calendar)
         members = []
         if self.net is not None:
@@ -98,5 +111,4 @@ class Forecaster:
         if self.boosters is not None:
             members.append(self.boosters.predict_scaled(history, calendar))
         # The members' quantiles averaged (Vincentization); each member's are ordered, so their mean is too.
-        scaled = np.mean(members, axis=0)
-        return np.clip(scaled * scale[:, None, None], 0.0, None)
+        return np.mean(members, axis=0), scale

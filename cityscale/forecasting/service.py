@@ -18,6 +18,7 @@ import pandas as pd
 from cityscale import raw_zone
 from cityscale.cities import get_city
 from cityscale.forecasting.forecaster import Forecaster
+from cityscale.model.inputs import RECENT_HOURS, observed_fraction
 from cityscale.panel import Panel
 
 MISSING = -1.0  # marker for a missing hour in an explicit history tensor (JSON has no NaN)
@@ -254,13 +255,13 @@ class ForecastService:
         return {}
 
     def _check_history(self, checked: _Checked) -> None:
-        observed = np.isfinite(checked.values).mean(axis=1)
+        observed = observed_fraction(checked.values)
         short = np.flatnonzero(observed < self.min_history_fraction)
         if len(short):
             i = int(short[0])
             raise ForecastRequestError(
                 f"not enough history for sensor {checked.sensor_ids[i]!r} before {checked.stamps[i]:%Y-%m-%dT%H:%M}: "
-                f"{observed[i]:.0%} of the last {self.forecaster.input_window} hours observed, "
+                f"{observed[i]:.0%} of the last {RECENT_HOURS} hours observed, "
                 f"need {self.min_history_fraction:.0%}"
             )
 
@@ -272,10 +273,19 @@ class ForecastService:
 
     @staticmethod
     def _explicit_history(history: np.ndarray, n: int, window: int) -> np.ndarray:
-        if history.shape != (n, window):
-            raise ForecastRequestError(f"history must have shape [{n}, {window}], got {list(history.shape)}")
+        """A client's own history, newest hour last; a shorter one (a new sensor) counts as missing before it.
+
+        At least the recent hours must be sent: they set the forecast's level and its eligibility.
+        """
+        shortest = min(RECENT_HOURS, window)
+        if history.ndim != 2 or history.shape[0] != n or not shortest <= history.shape[1] <= window:
+            raise ForecastRequestError(
+                f"history must have shape [{n}, L] with {shortest} <= L <= {window} (newest hour last), "
+                f"got {list(history.shape)}"
+            )
         if not np.isfinite(history).all():
             raise ForecastRequestError(f"history holds NaN or infinite values; mark missing hours with {MISSING}")
-        values = history.astype(np.float32)
+        values = np.full((n, window), np.nan, dtype=np.float32)
+        values[:, window - history.shape[1] :] = history
         values[values < 0] = np.nan
         return values

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
@@ -38,18 +39,40 @@ def booster_file(quantile: float) -> str:
     return BOOSTER_FILE.format(q=round(quantile * 100))
 
 
-def _calendar_columns(calendar_features: list[str]) -> tuple[list[int], int, int, int, int]:
+def _calendar_columns(calendar_features: list[str]) -> tuple[list[int], list[int], int, int]:
+    """Weekday one-hot columns, the flag columns (holidays, lockdowns, school terms ...), and the hour's sin/cos."""
     index = {name: i for i, name in enumerate(calendar_features)}
     dows = [index[f"dow_{d}"] for d in range(7)]
-    return dows, index["hour_sin"], index["hour_cos"], index["holiday"], index["lockdown"]
+    flags = [i for name, i in index.items() if not name.startswith(("dow_", "hour_"))]
+    return dows, flags, index["hour_sin"], index["hour_cos"]
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over the observed values along ``axis``; NaN where none was observed (no warning)."""
+    observed = np.isfinite(values)
+    count = observed.sum(axis=axis)
+    total = np.where(observed, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _nanmedian(values: np.ndarray, axis: int) -> np.ndarray:
+    """Median over the observed values along ``axis`` (NaN where none), without numpy's all-NaN warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=axis)
 
 
 def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[N * H, F]`` and the per-example scale ``[N]`` from history ``[N, L]`` and calendar ``[N, H, K]``.
 
-    Per target hour: last day's and last week's same hour, the mean of that hour over the window's
-    days, the last 6 hours, each day's mean, the step, hour, weekday, holiday and lockdown flags, and
-    the log level. Missing hours stay NaN (LightGBM routes them by itself).
+    Why these: the seasonal baselines a planner trusts are all here as inputs, so the trees learn when to
+    follow which, and how the level is drifting. Per target hour: the same hour yesterday and in each of the
+    window's weeks, that hour-of-week's mean over 2 and 4 weeks and median, the hour-of-day's mean over the
+    last 7 and 28 days, the step, hour, weekday and every calendar flag. Per example: the last 6 hours, each
+    of the window's 24-hour means and weekly means, the last week's level against the window's (trend), the
+    observed share, the hours since the last count and the log level. Missing hours stay NaN (LightGBM routes
+    them by itself), so a sensor with a short past still gets its recent-week features.
     """
     n, window = history.shape
     if window < MIN_WINDOW:
@@ -58,29 +81,68 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
     scale = history_scale(history)
     x = history / scale[:, None]
     steps = np.arange(horizon)
-    days = x[:, window - (window // 24) * 24 :].reshape(n, window // 24, 24)
-    observed = np.isfinite(days)
-    filled = np.where(observed, days, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        hour_mean = filled.sum(axis=1) / observed.sum(axis=1)  # [N, 24], NaN where never observed
-        day_mean = filled.sum(axis=2) / observed.sum(axis=2)  # [N, days]
-    dows, hour_sin, hour_cos, holiday, lockdown = _calendar_columns(calendar_features)
+    hour_of_day, hour_of_week = steps % 24, steps % 168  # a horizon beyond a day repeats the latest ones
+    weeks = window // 168
+    same_hour_of_week = np.stack([x[:, window - 168 * k + hour_of_week] for k in range(1, weeks + 1)])  # [W, N, H]
+    n_days = window // 24
+    days = x[:, window - n_days * 24 :].reshape(n, n_days, 24)
+    dows, flags, hour_sin, hour_cos = _calendar_columns(calendar_features)
     hour = np.round(np.arctan2(calendar[..., hour_sin], calendar[..., hour_cos]) / (2 * np.pi) * 24) % 24
     per_step = [
-        x[:, window - 24 + steps % 24],
-        x[:, window - 168 + steps % 168],
-        hour_mean[:, steps % 24],
+        x[:, window - 24 + hour_of_day],
+        *same_hour_of_week,
+        *(_nanmean(same_hour_of_week[:w], 0) for w in (2, 4) if w <= weeks),
+        _nanmedian(same_hour_of_week, 0),
+        _nanmean(days[:, -7:], 1)[:, hour_of_day],
+        _nanmean(days, 1)[:, hour_of_day],
         np.broadcast_to(steps, (n, horizon)),
         hour,
         calendar[..., dows].argmax(-1),
-        calendar[..., holiday],
-        calendar[..., lockdown],
+        *(calendar[..., i] for i in flags),
     ]
-    per_example = np.concatenate([x[:, -6:], day_mean, np.log1p(scale)[:, None]], axis=1)
-    rows = np.concatenate(
-        [np.stack([c.reshape(-1) for c in per_step], axis=1), np.repeat(per_example, horizon, axis=0)], axis=1
-    )
-    return rows.astype(np.float32), scale
+    observed = np.isfinite(x)
+    last_seen = np.where(observed.any(1), np.argmax(observed[:, ::-1], axis=1), window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trend = np.log((_nanmean(x[:, -168:], 1) + 0.01) / (_nanmean(x, 1) + 0.01))
+    per_example = [
+        x[:, -6:],
+        _nanmean(days, 2),
+        _nanmean(x[:, window - weeks * 168 :].reshape(n, weeks, 168), 2),
+        trend[:, None],
+        observed.mean(1)[:, None],
+        last_seen[:, None],
+        np.log1p(scale)[:, None],
+    ]
+    step_columns = np.stack([np.asarray(c, dtype=np.float32).reshape(-1) for c in per_step], axis=1)
+    example_columns = np.concatenate([np.asarray(c, dtype=np.float32) for c in per_example], axis=1)
+    return np.concatenate([step_columns, np.repeat(example_columns, horizon, axis=0)], axis=1), scale
+
+
+def _rows(
+    history: np.ndarray, calendar: np.ndarray, target: np.ndarray, calendar_features: list[str], steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and scaled targets of ``steps`` random horizon steps per example (all 24 when steps >= H).
+
+    Built in chunks, so the full ``[N * H, F]`` matrix of a 14-year history never exists: every example
+    contributes, at a third of the memory and time of all its rows (neighbouring steps of one example are
+    nearly the same row, so little is lost; docs/benchmarks.md, "Booster training rows").
+    """
+    rng = np.random.default_rng(seed)
+    horizon = target.shape[1]
+    xs, ys = [], []
+    for lo in range(0, len(history), 50_000):
+        hi = min(lo + 50_000, len(history))
+        x, scale = features(history[lo:hi], calendar[lo:hi], calendar_features)
+        y = target[lo:hi] / scale[:, None]
+        if steps < horizon:
+            pick = np.argsort(rng.random((hi - lo, horizon)), axis=1)[:, :steps]
+            flat = (np.arange(hi - lo)[:, None] * horizon + pick).ravel()
+            x, y = x[flat], y.reshape(-1)[flat]
+        y = y.reshape(-1)
+        keep = np.isfinite(y)
+        xs.append(x[keep])
+        ys.append(y[keep])
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def train_boosters(
@@ -91,24 +153,31 @@ def train_boosters(
     quantiles: list[float],
     out_dir: str | Path,
     *,
+    validation: np.ndarray,
     rounds: int,
+    early_stopping_rounds: int,
     num_leaves: int,
     learning_rate: float,
-    max_examples: int,
+    steps_per_example: int,
     seed: int,
     num_threads: int = 0,
-) -> None:
-    """Fit one quantile booster per quantile on (at most ``max_examples``, sampled) examples; write them."""
+) -> dict[float, int]:
+    """Fit one quantile booster per quantile, stopping early on the ``validation`` examples; write them.
+
+    The boosters train on every example outside ``validation`` (``steps_per_example`` horizon steps each) and
+    keep the round with the lowest pinball loss on the validation examples (all their steps), at most
+    ``rounds``. Returns the rounds kept per quantile.
+    """
     import lightgbm as lgb
 
-    rng = np.random.default_rng(seed)
-    pick = np.arange(len(history))
-    if len(pick) > max_examples:
-        pick = np.sort(rng.choice(pick, max_examples, replace=False))
-    x, scale = features(history[pick], calendar[pick], calendar_features)
-    y = (target[pick] / scale[:, None]).reshape(-1)
-    keep = np.isfinite(y)
-    data = lgb.Dataset(x[keep], y[keep], free_raw_data=False)
+    fit = ~validation
+    x, y = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
+    data = lgb.Dataset(x, y, free_raw_data=True)
+    valid_sets = []
+    if validation.any():
+        xv, yv = _rows(history[validation], calendar[validation], target[validation], calendar_features, 24, seed)
+        valid_sets = [lgb.Dataset(xv, yv, reference=data)]
+    kept = {}
     for q in quantiles:
         params = {
             "objective": "quantile",
@@ -120,8 +189,11 @@ def train_boosters(
             "num_threads": num_threads,
             "verbose": -1,
         }
-        booster = lgb.train(params, data, num_boost_round=rounds)
-        booster.save_model(str(Path(out_dir, booster_file(q))))
+        callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False)] if valid_sets else []
+        booster = lgb.train(params, data, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+        kept[q] = booster.best_iteration or rounds
+        booster.save_model(str(Path(out_dir, booster_file(q))), num_iteration=kept[q])
+    return kept
 
 
 class BoostedQuantiles:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 CONTRACT_FILE = "contract.json"
 WEIGHTS_FILE = "model.pt"
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: four-week window, calendar flags, calibrated band
 
 
 class ModelContract(BaseModel):

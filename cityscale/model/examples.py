@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cityscale.calendar import CALENDAR_FEATURES, calendar_features
+from cityscale.model.inputs import RECENT_HOURS, has_enough_history
 from cityscale.panel import Panel
 
 
@@ -49,6 +50,20 @@ def origin_grid(start: pd.Timestamp, end: pd.Timestamp, stride_hours: int) -> pd
     return pd.date_range(pd.Timestamp(start).ceil("D"), pd.Timestamp(end), freq=f"{stride_hours}h", inclusive="left")
 
 
+def panel_calendar(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizon: int) -> np.ndarray:
+    """Calendar covariates ``[P, horizon, K]`` of the hours from each (panel row, origin position) on."""
+    calendar = np.empty((len(rows), horizon, len(CALENDAR_FEATURES)), dtype=np.float32)
+    cities = np.asarray(panel.cities)[rows]
+    for city in np.unique(cities):
+        sel = cities == city
+        # Calendar of every grid hour the targets touch, computed once per city and gathered.
+        lo, hi = int(positions[sel].min()), int(positions[sel].max()) + horizon
+        stamps = pd.date_range(panel.index[0] + pd.Timedelta(hours=lo), periods=hi - lo, freq="h")
+        table = calendar_features(stamps, str(city))
+        calendar[sel] = table[(positions[sel] - lo)[:, None] + np.arange(horizon)[None, :]]
+    return calendar
+
+
 def cut_examples(
     panel: Panel,
     origins: pd.DatetimeIndex,
@@ -62,27 +77,34 @@ def cut_examples(
     positions = np.array([panel.position(o) for o in origins], dtype=np.int64)
     rows = np.repeat(np.arange(n_s), len(positions))
     pos = np.tile(positions, n_s)
-    history = panel.window(rows, pos - input_window, input_window)
+    # Eligibility reads only the recent hours; the long window is gathered for the kept examples alone.
+    recent_hours = min(input_window, RECENT_HOURS)
     target = panel.window(rows, pos, horizon)
-    keep = np.isfinite(history).mean(axis=1) >= min_history_fraction
+    keep = has_enough_history(panel.window(rows, pos - recent_hours, recent_hours), min_history_fraction)
     if require_target:
         keep &= np.isfinite(target).any(axis=1)
-    rows, pos, history, target = rows[keep], pos[keep], history[keep], target[keep]
+    rows, pos, target = rows[keep], pos[keep], target[keep]
+    history = panel.window(rows, pos - input_window, input_window)
 
-    calendar = np.empty((len(rows), horizon, len(CALENDAR_FEATURES)), dtype=np.float32)
     cities = np.asarray(panel.cities)[rows]
-    for city in np.unique(cities):
-        sel = cities == city
-        # Calendar of every grid hour the targets touch, computed once per city and gathered.
-        lo, hi = int(pos[sel].min()), int(pos[sel].max()) + horizon
-        stamps = pd.date_range(panel.index[0] + pd.Timedelta(hours=lo), periods=hi - lo, freq="h")
-        table = calendar_features(stamps, str(city))
-        calendar[sel] = table[(pos[sel] - lo)[:, None] + np.arange(horizon)[None, :]]
     return Examples(
         history=history,
-        calendar=calendar,
+        calendar=panel_calendar(panel, rows, pos, horizon),
         target=target,
         sensor_ids=np.asarray(panel.sensor_ids)[rows],
         cities=cities,
         origins=(panel.index[0] + pd.to_timedelta(pos, unit="h")).to_numpy(),
     )
+
+
+def validation_mask(origins: np.ndarray, days: int) -> np.ndarray:
+    """The examples of the latest ``days`` of origins: held out from fitting, they validate and calibrate.
+
+    A history shorter than that (a small sample) falls back to its latest tenth, so both parts stay non-empty.
+    """
+    latest = origins.max()
+    mask = origins > latest - np.timedelta64(days, "D")
+    if mask.all() or not mask.any():
+        cutoff = np.quantile(origins.astype("int64"), 0.9).astype("datetime64[ns]")
+        mask = origins >= cutoff
+    return mask

@@ -62,7 +62,7 @@ def _tensors(examples: Examples, volume_weighted: bool) -> TensorDataset:
 
 
 class ExamplesDataModule(pl.LightningDataModule):
-    """Splits examples in time: the latest ``val_fraction`` of origins validate, the rest train.
+    """Splits examples in time: the ``validation`` examples (the latest origins) validate, the rest train.
 
     Batches are sharded over the Trainer's ranks by explicit ``DistributedSampler``s (one replica
     when not distributed) seeded with ``seed`` and set to the Trainer's epoch, so the shuffle order
@@ -75,22 +75,19 @@ class ExamplesDataModule(pl.LightningDataModule):
         examples: Examples,
         batch_size: int,
         volume_weighted: bool,
-        val_fraction: float = 0.1,
+        validation: np.ndarray,
         seed: int = 0,
     ):
         super().__init__()
         self.examples = examples
         self.volume_weighted = volume_weighted
         self.batch_size = batch_size
-        self.val_fraction = val_fraction
+        self.validation = validation
         self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
-        origins = self.examples.origins
-        cutoff = np.quantile(origins.astype("int64"), 1.0 - self.val_fraction).astype("datetime64[ns]")
-        train_mask = origins < cutoff
-        self.train_set = _tensors(self.examples.select(train_mask), self.volume_weighted)
-        self.val_set = _tensors(self.examples.select(~train_mask), self.volume_weighted)
+        self.train_set = _tensors(self.examples.select(~self.validation), self.volume_weighted)
+        self.val_set = _tensors(self.examples.select(self.validation), self.volume_weighted)
 
     def _sampler(self, dataset: TensorDataset, shuffle: bool) -> DistributedSampler:
         trainer = self.trainer  # None outside a Trainer

@@ -47,7 +47,7 @@ def _examples(panel: Panel, settings: Settings) -> Examples:
     return cut_examples(panel, origins, settings.input_window, settings.horizon, settings.min_history_fraction)
 
 
-def _before_holdout(examples: Examples, horizon: int) -> np.ndarray:
+def before_holdout(examples: Examples, horizon: int) -> np.ndarray:
     keep = np.ones(len(examples), dtype=bool)
     ends = examples.origins + np.timedelta64(horizon, "h")
     for city, (start, _) in HOLDOUT.items():
@@ -68,7 +68,7 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
     examples = _examples(panel, settings)
 
     work = Path(tempfile.mkdtemp(prefix="cityscale-train-full-"))
-    train_model(examples.select(_before_holdout(examples, settings.horizon)), work / "selection", settings)
+    train_model(examples.select(before_holdout(examples, settings.horizon)), work / "selection", settings)
     candidate = Forecaster.load(work / "selection")
     holdout: dict[str, BacktestResult] = {}
     metrics: dict[str, float] = {}

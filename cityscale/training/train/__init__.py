@@ -35,8 +35,9 @@ from cityscale import storage
 from cityscale.calendar import CALENDAR_FEATURES
 from cityscale.config import Settings
 from cityscale.model.boosted import BOOSTER_GLOB, train_boosters
+from cityscale.model.calibration import CALIBRATION_FILE
 from cityscale.model.contract import CONTRACT_FILE, WEIGHTS_FILE, ModelContract
-from cityscale.model.examples import Examples
+from cityscale.model.examples import Examples, validation_mask
 from cityscale.model.inputs import input_size
 from cityscale.model.lightning import ExamplesDataModule, ForecastModule
 
@@ -180,10 +181,12 @@ def train_model(
         dropout=settings.dropout,
         learning_rate=settings.learning_rate,
     )
+    validation = validation_mask(examples.origins, settings.validation_days)
     data = ExamplesDataModule(
         examples,
         batch_size=max(settings.batch_size // world_size, 1),
         volume_weighted=settings.volume_weighted_loss,
+        validation=validation,
         seed=settings.seed,
     )
     run = run if run is not None else TrainRun()
@@ -249,22 +252,40 @@ def train_model(
         torch.save(module.net.state_dict(), out_dir / WEIGHTS_FILE)
         if "lightgbm" in settings.model_members:
             started = time.perf_counter()
-            train_boosters(
+            kept = train_boosters(
                 examples.history,
                 examples.calendar,
                 examples.target,
                 CALENDAR_FEATURES,
                 list(settings.quantiles),
                 out_dir,
+                validation=validation,
                 rounds=settings.gbm_rounds,
+                early_stopping_rounds=settings.gbm_early_stopping_rounds,
                 num_leaves=settings.gbm_num_leaves,
                 learning_rate=settings.gbm_learning_rate,
-                max_examples=settings.gbm_max_examples,
+                steps_per_example=settings.gbm_steps_per_example,
                 seed=settings.seed,
             )
             run.extra["boosters_s"] = round(time.perf_counter() - started, 1)
+            run.extra["booster_rounds"] = {str(q): n for q, n in kept.items()}
+        if settings.calibrate_band:
+            _calibrate(out_dir, contract, examples.select(validation))
         contract.save(out_dir)  # last: a directory with a contract is complete
     return contract
+
+
+def _calibrate(out_dir: Path, contract: ModelContract, validation: Examples) -> None:
+    """Fit the band's conformal shifts on the held-out validation examples (cityscale/model/calibration.py)."""
+    from cityscale.forecasting.forecaster import Forecaster
+    from cityscale.model.calibration import fit_band_calibration
+
+    contract.save(out_dir)  # the forecaster reads it; rewritten last by the caller
+    forecaster = Forecaster.load(out_dir)
+    scaled, scale = forecaster.members_scaled(validation.history, validation.calendar)
+    target = validation.target / scale[:, None]
+    fit_band_calibration(scaled, target, validation.cities, contract.quantiles).save(out_dir)
+    (out_dir / CONTRACT_FILE).unlink()
 
 
 def _load_examples(uri: str) -> Examples:
@@ -276,7 +297,8 @@ def _load_examples(uri: str) -> Examples:
 def _publish(local_dir: Path, out_uri: str) -> None:
     """Copy rank 0's artifact to ``out_uri``, each file atomically; the contract goes last, so it marks completion."""
     boosters = sorted(p.name for p in local_dir.glob(BOOSTER_GLOB))
-    for name in (WEIGHTS_FILE, *boosters, CONTRACT_FILE):
+    extras = [CALIBRATION_FILE] if (local_dir / CALIBRATION_FILE).exists() else []
+    for name in (WEIGHTS_FILE, *boosters, *extras, CONTRACT_FILE):
         storage.write_bytes_atomic(storage.join(out_uri, name), (local_dir / name).read_bytes())
 
 

@@ -1,6 +1,6 @@
 """History window and same-hour-of-week profile of a sensor as of the start of hour T (spec view `sensor_window`).
 
-Each hourly run computes, for the hour T at the end of its materialization window, the last 168 hourly
+Each hourly run computes, for the hour T at the end of its materialization window, the last 672 hourly
 counts before T on the local-time grid (oldest first, -1 = missing) and the 4-week same-hour-of-week mean
 of the 24 hours from T: the same definitions the Feast backend computes in DuckDB.
 """
@@ -12,7 +12,7 @@ from entities import sensor
 from tecton import Attribute, TectonTimeConstant, batch_feature_view, materialization_context
 from tecton.types import Array, Float32
 
-HISTORY_HOURS = 168
+HISTORY_HOURS = 672
 HORIZON_HOURS = 24
 WEEKS = 4
 
@@ -31,7 +31,7 @@ WEEKS = 4
     batch_schedule=timedelta(hours=1),
     incremental_backfills=True,
     features=[
-        Attribute("history_168h", Array(Float32)),
+        Attribute("history_672h", Array(Float32)),
         Attribute("same_how_mean_4w", Array(Float32)),
         Attribute("age_days", Float32),
     ],
@@ -68,9 +68,9 @@ def sensor_window(raw_counts, context=materialization_context()):
             {
                 "sensor_id": sensor_id,
                 "event_timestamp": as_of,
-                "history_168h": history.tolist(),
+                "history_672h": history.tolist(),
                 "same_how_mean_4w": profile.tolist(),
                 "age_days": np.float32((origin - first) / pd.Timedelta(days=1)),
             }
         )
-    return pd.DataFrame(rows, columns=["sensor_id", "event_timestamp", "history_168h", "same_how_mean_4w", "age_days"])
+    return pd.DataFrame(rows, columns=["sensor_id", "event_timestamp", "history_672h", "same_how_mean_4w", "age_days"])
