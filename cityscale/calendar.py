@@ -1,15 +1,11 @@
-"""Calendar covariates known in advance for every target hour: weekday, hour, holidays, school terms, lockdowns.
+"""Calendar covariates known in advance for every target hour: weekday, hour, holidays and their neighbours, lockdowns.
 
 Holidays come from the ``holidays`` package for the city's region; lockdown windows from the
-bundled table (``cityscale/data/covid_lockdowns.csv``, approximate to the day); school terms from
-``cityscale/data/school_terms.csv`` (official term dates, sources in ``SCHOOL_TERMS_SOURCES.md``). A
-year the term table does not cover gets NaN for the school flag, never a guess: add its dates when
-they are published (the flag is logged as unknown once per region and year).
+bundled table (``cityscale/data/covid_lockdowns.csv``, approximate to the day).
 """
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 
 import holidays
@@ -19,12 +15,11 @@ import pandas as pd
 from cityscale.cities import get_city
 from cityscale.config import PACKAGE_DATA
 
-logger = logging.getLogger(__name__)
-
-# Day flags beyond the holiday itself, each kept because it lowered validation WAPE (docs/benchmarks.md, "Calendar
-# ablation"): the day before / after a public holiday (not itself one), a bridge day (a Monday before or Friday
-# after a holiday), the day of a daylight-saving change, and school holidays (a day outside the terms).
-DAY_FLAGS = ["holiday", "lockdown", "holiday_eve", "holiday_after", "bridge_day", "dst_change", "school_holiday"]
+# Day flags beyond the holiday itself, kept because they lowered validation WAPE (docs/benchmarks.md, "Four-week
+# features and calendar flags"): the day before / after a public holiday (not itself one), a bridge day (a Monday
+# before or Friday after a holiday) and the day of a daylight-saving change. School holidays (official term dates)
+# were measured too and dropped: no gain on the validation periods.
+DAY_FLAGS = ["holiday", "lockdown", "holiday_eve", "holiday_after", "bridge_day", "dst_change"]
 CALENDAR_FEATURES = [f"dow_{d}" for d in range(7)] + ["hour_sin", "hour_cos", *DAY_FLAGS]
 
 
@@ -55,37 +50,6 @@ def day_flags(days: pd.DatetimeIndex, city: str) -> tuple[np.ndarray, np.ndarray
     )
 
 
-@lru_cache(maxsize=8)
-def _school_terms(region: str) -> tuple[frozenset[pd.Timestamp], frozenset[int]]:
-    """Term days of a region and the years the table covers."""
-    table = pd.read_csv(PACKAGE_DATA / "school_terms.csv", parse_dates=["start", "end"])
-    table = table[table["region"] == region]
-    days: set[pd.Timestamp] = set()
-    for row in table.itertuples():
-        days.update(pd.date_range(row.start, row.end, freq="D"))
-    return frozenset(days), frozenset(int(y) for y in table["year"])
-
-
-@lru_cache(maxsize=64)
-def _warn_uncovered(region: str, year: int) -> None:
-    logger.warning(
-        "no school term dates for %s %d in school_terms.csv: the school-holiday flag is unknown", region, year
-    )
-
-
-def school_holiday_flags(days: pd.DatetimeIndex, city: str) -> np.ndarray:
-    """1 on days outside every school term, 0 in term, NaN in years the term table does not cover."""
-    region = get_city(city).school_region
-    term_days, years = _school_terms(region)
-    out = np.full(len(days), np.nan, dtype=np.float32)
-    for i, day in enumerate(days):
-        if day.year in years:
-            out[i] = float(day not in term_days)
-        else:
-            _warn_uncovered(region, int(day.year))
-    return out
-
-
 def _dst_change(days: pd.DatetimeIndex, city: str) -> np.ndarray:
     """1 on days whose local length is not 24 hours (the clocks change)."""
     tz = get_city(city).timezone
@@ -112,7 +76,6 @@ def day_features(days: pd.DatetimeIndex, city: str) -> np.ndarray:
         "holiday_after": before * not_holiday,
         "bridge_day": (((dow == 0) & (after == 1)) | ((dow == 4) & (before == 1))) * not_holiday,
         "dst_change": _dst_change(days, city),
-        "school_holiday": school_holiday_flags(days, city),
     }
     return np.stack([np.asarray(flags[name], dtype=np.float32) for name in DAY_FLAGS], axis=1)
 

@@ -12,12 +12,11 @@ class City:
     holiday_country: str
     holiday_subdiv: str
     lockdown_region: str
-    school_region: str  # the region column of cityscale/data/school_terms.csv
 
 
 CITIES: dict[str, City] = {
-    "melbourne": City("melbourne", "Australia/Melbourne", "AU", "VIC", "AU-VIC/Melbourne", "AU-VIC"),
-    "auckland": City("auckland", "Pacific/Auckland", "NZ", "AUK", "NZ-AUK/Auckland", "NZ"),
+    "melbourne": City("melbourne", "Australia/Melbourne", "AU", "VIC", "AU-VIC/Melbourne"),
+    "auckland": City("auckland", "Pacific/Auckland", "NZ", "AUK", "NZ-AUK/Auckland"),
 }
 
 

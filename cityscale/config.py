@@ -42,6 +42,7 @@ TRAINING_FIELDS: tuple[str, ...] = (
     "gbm_learning_rate",
     "gbm_steps_per_example",
     "gbm_early_stopping_rounds",
+    "gbm_volume_weighted",
     "validation_days",
     "calibrate_band",
 )
@@ -122,6 +123,7 @@ class Settings(BaseSettings):
     gbm_learning_rate: float = 0.1
     gbm_steps_per_example: int = 8
     gbm_early_stopping_rounds: int = 20
+    gbm_volume_weighted: bool = True  # rows weighed by their level: the loss counts pedestrians, as WAPE does
     # The latest days of training origins held out from fitting: the network's validation loss, the boosters'
     # early stopping and the conformal calibration of the band (cityscale/model/calibration.py).
     validation_days: int = 56

@@ -49,25 +49,30 @@ def test_the_default_model_stores_both_members(trained_workdir: Path) -> None:
     ]
 
 
-def test_forecast_is_the_mean_of_the_members(trained_workdir: Path, panel: Panel) -> None:
+def test_forecast_mixes_the_members_with_their_fitted_weights(trained_workdir: Path, panel: Panel) -> None:
     model = trained_workdir / "model"
     history, starts, cities = _inputs(panel)
     ensemble = Forecaster.load(model)
-    assert ensemble.calibration is not None  # the default model's band is calibrated ...
+    calibration = ensemble.calibration  # fit on the held-out validation weeks at training time
+    assert calibration is not None and calibration.members == ["mlp", "lightgbm"]
+    assert sum(calibration.weights) == pytest.approx(1.0) and min(calibration.weights) >= 0
     calibrated = ensemble.predict(history, starts, cities)
-    ensemble.calibration = None  # ... after the members' quantiles are averaged
-    both = ensemble.predict(history, starts, cities)
-    median = ensemble.contract.quantiles.index(0.5)
-    np.testing.assert_array_equal(calibrated[..., median], both[..., median])  # the median is never moved
-    assert not np.allclose(calibrated, both)
+    ensemble.calibration = None  # without it: the plain mean of the members' quantiles
+    mean = ensemble.predict(history, starts, cities)
     mlp = Forecaster.load(model, members=["mlp"]).predict(history, starts, cities)
     gbm = Forecaster.load(model, members=["lightgbm"]).predict(history, starts, cities)
     assert not np.allclose(mlp, gbm, rtol=0.01)  # two different learners, both used
-    # Where neither member was clipped at 0, scaling commutes with the mean.
+    # Where neither member was clipped at 0, scaling commutes with the mix.
     unclipped = ((mlp > 0) & (gbm > 0)).all(axis=-1)
     assert unclipped.mean() > 0.5
-    np.testing.assert_allclose(both[unclipped], ((mlp + gbm) / 2)[unclipped], rtol=1e-5, atol=1e-3)
-    assert (both >= 0).all() and (np.diff(both, axis=-1) >= 0).all()
+    np.testing.assert_allclose(mean[unclipped], ((mlp + gbm) / 2)[unclipped], rtol=1e-5, atol=1e-3)
+    median = ensemble.contract.quantiles.index(0.5)
+    w_mlp, w_gbm = calibration.weights
+    mixed = (w_mlp * mlp + w_gbm * gbm)[..., median]  # the band's shifts never move the median
+    np.testing.assert_allclose(calibrated[..., median][unclipped], mixed[unclipped], rtol=1e-5, atol=1e-3)
+    assert not np.allclose(calibrated[..., [0, 2]], mean[..., [0, 2]])  # the band was shifted
+    for q in (mean, calibrated):
+        assert (q >= 0).all() and (np.diff(q, axis=-1) >= 0).all()
 
 
 def test_the_boosters_ignore_everything_at_or_after_the_origin(trained_workdir: Path, panel: Panel) -> None:
@@ -133,8 +138,8 @@ def test_booster_features_by_hand() -> None:
     day25 = [x[24 * d + step] for d in range(28) if np.isfinite(x[24 * d + step])]  # hour 600 is missing
     assert hod28 == pytest.approx(np.mean(day25))
     assert (k, hour, dow) == (step, 5, 0)
-    assert (rows[step, 13 : 13 + 7] == 0).all()  # no holiday, lockdown, eve, bridge, DST change; school term
-    per_example = rows[step, 20:]
+    assert (rows[step, 13 : 13 + 6] == 0).all()  # no holiday, lockdown, holiday eve or after, bridge, DST change
+    per_example = rows[step, 19:]
     assert per_example[:6] == pytest.approx(x[-6:])
     assert per_example[6 + 27] == pytest.approx(x[-24:].mean())  # the last day's mean
     assert per_example[-3] == pytest.approx(671 / 672)  # observed share

@@ -16,7 +16,7 @@ import torch
 from cityscale import storage
 from cityscale.calendar import calendar_features
 from cityscale.model.boosted import BoostedQuantiles
-from cityscale.model.calibration import BandCalibration
+from cityscale.model.calibration import EnsembleCalibration
 from cityscale.model.contract import WEIGHTS_FILE, ModelContract
 from cityscale.model.inputs import encode
 from cityscale.model.network import QuantileMLP
@@ -31,7 +31,7 @@ class Forecaster:
         net: QuantileMLP | None,
         version: str = "unregistered",
         boosters: BoostedQuantiles | None = None,
-        calibration: BandCalibration | None = None,
+        calibration: EnsembleCalibration | None = None,
     ):
         if net is None and boosters is None:
             raise ValueError("a forecaster needs at least one member")
@@ -64,8 +64,8 @@ class Forecaster:
         boosters = None
         if "lightgbm" in use:
             boosters = BoostedQuantiles(local, contract.quantiles, contract.calendar_features)
-        # The band was calibrated for the whole ensemble: a member alone (an ablation) is reported uncalibrated.
-        calibration = BandCalibration.load(local) if set(use) == set(contract.members) else None
+        # Weights and band were fit for the whole ensemble: a member alone (an ablation) is reported uncalibrated.
+        calibration = EnsembleCalibration.load(local) if set(use) == set(contract.members) else None
         return cls(contract, net, version, boosters, calibration)
 
     @property
@@ -96,19 +96,21 @@ class Forecaster:
         if not (len(history) == len(starts) == len(cities)):
             raise ValueError("history, starts and cities must have the same length")
         calendar = self.calendar(starts, cities)
-        scaled, scale = self.members_scaled(history, calendar)
-        if self.calibration is not None:
-            scaled = self.calibration.apply(scaled, np.asarray(cities))
+        members, scale = self.members_scaled(history, calendar)
+        if self.calibration is None:
+            # The members' quantiles averaged (Vincentization); each member's are ordered, so their mean is too.
+            scaled = np.mean(members, axis=0)
+        else:
+            scaled = self.calibration.apply(self.calibration.combine(members), np.asarray(cities))
         return np.clip(scaled * scale[:, None, None], 0.0, None)
 
     @torch.inference_mode()
-    def members_scaled(self, history: np.ndarray, calendar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The members' averaged quantiles [N, H, Q] in scaled units (uncalibrated) and each example's scale [N]."""
+    def members_scaled(self, history: np.ndarray, calendar: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each member's quantiles [N, H, Q] in scaled units (in ``contract.members`` order) and the scale [N]."""
         x, scale = encode(history, calendar)
         members = []
         if self.net is not None:
             members.append(self.net(torch.from_numpy(x)).numpy())
         if self.boosters is not None:
             members.append(self.boosters.predict_scaled(history, calendar))
-        # The members' quantiles averaged (Vincentization); each member's are ordered, so their mean is too.
-        return np.mean(members, axis=0), scale
+        return members, scale

@@ -40,7 +40,7 @@ def booster_file(quantile: float) -> str:
 
 
 def _calendar_columns(calendar_features: list[str]) -> tuple[list[int], list[int], int, int]:
-    """Weekday one-hot columns, the flag columns (holidays, lockdowns, school terms ...), and the hour's sin/cos."""
+    """Weekday one-hot columns, the day-flag columns (holiday, lockdown, holiday eve ...), and the hour's sin/cos."""
     index = {name: i for i, name in enumerate(calendar_features)}
     dows = [index[f"dow_{d}"] for d in range(7)]
     flags = [i for name, i in index.items() if not name.startswith(("dow_", "hour_"))]
@@ -120,29 +120,31 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
 
 def _rows(
     history: np.ndarray, calendar: np.ndarray, target: np.ndarray, calendar_features: list[str], steps: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows and scaled targets of ``steps`` random horizon steps per example (all 24 when steps >= H).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature rows, scaled targets and each row's scale, for ``steps`` random horizon steps per example.
 
     Built in chunks, so the full ``[N * H, F]`` matrix of a 14-year history never exists: every example
     contributes, at a third of the memory and time of all its rows (neighbouring steps of one example are
-    nearly the same row, so little is lost; docs/benchmarks.md, "Booster training rows").
+    nearly the same row, so little is lost; docs/benchmarks.md, "Booster training rows"). All steps when
+    ``steps`` >= H.
     """
     rng = np.random.default_rng(seed)
     horizon = target.shape[1]
-    xs, ys = [], []
+    xs, ys, ws = [], [], []
     for lo in range(0, len(history), 50_000):
         hi = min(lo + 50_000, len(history))
         x, scale = features(history[lo:hi], calendar[lo:hi], calendar_features)
-        y = target[lo:hi] / scale[:, None]
+        y = (target[lo:hi] / scale[:, None]).reshape(-1)
+        w = np.repeat(scale, horizon)
         if steps < horizon:
             pick = np.argsort(rng.random((hi - lo, horizon)), axis=1)[:, :steps]
             flat = (np.arange(hi - lo)[:, None] * horizon + pick).ravel()
-            x, y = x[flat], y.reshape(-1)[flat]
-        y = y.reshape(-1)
+            x, y, w = x[flat], y[flat], w[flat]
         keep = np.isfinite(y)
         xs.append(x[keep])
         ys.append(y[keep])
-    return np.concatenate(xs), np.concatenate(ys)
+        ws.append(w[keep])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
 def train_boosters(
@@ -159,6 +161,7 @@ def train_boosters(
     num_leaves: int,
     learning_rate: float,
     steps_per_example: int,
+    volume_weighted: bool,
     seed: int,
     num_threads: int = 0,
 ) -> dict[float, int]:
@@ -166,17 +169,19 @@ def train_boosters(
 
     The boosters train on every example outside ``validation`` (``steps_per_example`` horizon steps each) and
     keep the round with the lowest pinball loss on the validation examples (all their steps), at most
-    ``rounds``. Returns the rounds kept per quantile.
+    ``rounds``. ``volume_weighted`` weighs each row by its example's level, so the loss counts errors in
+    pedestrians, as WAPE does, instead of in multiples of each sensor's level. Returns the rounds kept per
+    quantile.
     """
     import lightgbm as lgb
 
     fit = ~validation
-    x, y = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
-    data = lgb.Dataset(x, y, free_raw_data=True)
+    x, y, w = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
+    data = lgb.Dataset(x, y, weight=w if volume_weighted else None, free_raw_data=True)
     valid_sets = []
     if validation.any():
-        xv, yv = _rows(history[validation], calendar[validation], target[validation], calendar_features, 24, seed)
-        valid_sets = [lgb.Dataset(xv, yv, reference=data)]
+        xv, yv, wv = _rows(history[validation], calendar[validation], target[validation], calendar_features, 24, seed)
+        valid_sets = [lgb.Dataset(xv, yv, weight=wv if volume_weighted else None, reference=data)]
     kept = {}
     for q in quantiles:
         params = {

@@ -1,12 +1,17 @@
-"""Conformal calibration of the forecast band (P10/P90) on the latest weeks the members did not train on.
+"""Calibration of the ensemble on the latest weeks its members did not train on: member weights and band.
 
-Why: quantile losses give bands whose coverage drifts with the period (82-85 % for a nominal 80 % on unseen
-months). After training, the ensemble forecasts the validation examples (the latest ``validation_days`` of
-origins, held out from both members); per city, the outer quantiles are shifted by the empirical quantile of
-their residuals there, so that the held-out share below P10 is 10 % and above P90 is 10 % (split conformal,
-one shift per quantile, in the scaled units both members predict in, so a busy and a quiet sensor move by the
-same fraction of their level). The median is never moved. Stored as ``calibration.json`` beside the weights;
-a city with too few validation residuals uses the pooled shift.
+Why: the members' quality differs by period and their average is not always the best mix; and quantile losses
+give bands whose coverage drifts with the period (82-85 % for a nominal 80 % on unseen months). After training,
+each member forecasts the validation examples (the latest ``validation_days`` of origins, held out from both).
+
+1. **Weights**: the mix of the members' quantiles (a convex combination, so the quantiles stay ordered) whose
+   median has the smallest absolute error there: WAPE is what the forecast is judged by.
+2. **Band** (split conformal): per city, the outer quantiles of that mix are shifted by the empirical quantile
+   of their residuals, so that the held-out share below P10 is 10 % and above P90 is 10 %. Shifts are in the
+   scaled units the members predict in, so a busy and a quiet sensor move by the same fraction of their level.
+   The median is never moved; a city with too few validation residuals uses the pooled shift.
+
+Stored as ``calibration.json`` beside the weights.
 """
 
 from __future__ import annotations
@@ -19,14 +24,21 @@ from pydantic import BaseModel
 CALIBRATION_FILE = "calibration.json"
 MIN_RESIDUALS = 2_000  # per city; fewer: the pooled shift
 POOLED = "*"
+WEIGHT_GRID = np.linspace(0.0, 1.0, 21)  # the first member's weight, in steps of 0.05
 
 
-class BandCalibration(BaseModel):
-    """Additive shifts of each outer quantile (scaled units), per city and pooled (``"*"``)."""
+class EnsembleCalibration(BaseModel):
+    """Member weights and additive shifts of each outer quantile (scaled units), per city and pooled (``"*"``)."""
 
+    members: list[str]
+    weights: list[float]
     quantiles: list[float]
     shifts: dict[str, list[float]]  # city -> one shift per quantile (0 for the median)
     n_residuals: dict[str, int]
+
+    def combine(self, member_quantiles: list[np.ndarray]) -> np.ndarray:
+        """The weighted mix ``[N, H, Q]`` of the members' quantiles (given in ``members`` order)."""
+        return sum(w * q for w, q in zip(self.weights, member_quantiles, strict=True))
 
     def apply(self, scaled: np.ndarray, cities: np.ndarray) -> np.ndarray:
         """Quantiles ``[N, H, Q]`` (scaled units) shifted per city, kept ordered around the unmoved median."""
@@ -43,20 +55,43 @@ class BandCalibration(BaseModel):
         Path(directory, CALIBRATION_FILE).write_text(self.model_dump_json(indent=2))
 
     @classmethod
-    def load(cls, directory: str | Path) -> BandCalibration | None:
+    def load(cls, directory: str | Path) -> EnsembleCalibration | None:
         path = Path(directory, CALIBRATION_FILE)
         return cls.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def fit_band_calibration(
-    scaled: np.ndarray, target_scaled: np.ndarray, cities: np.ndarray, quantiles: list[float]
-) -> BandCalibration:
-    """Shifts that give each outer quantile its nominal share of held-out targets below it.
+def _weights(
+    member_quantiles: list[np.ndarray], target_scaled: np.ndarray, scale: np.ndarray, median: int
+) -> list[float]:
+    """Weights whose mixed median has the smallest absolute error in counts (the WAPE numerator)."""
+    if len(member_quantiles) == 1:
+        return [1.0]
+    if len(member_quantiles) != 2:
+        return [1.0 / len(member_quantiles)] * len(member_quantiles)
+    first, second = (q[..., median] * scale[:, None] for q in member_quantiles)
+    target = target_scaled * scale[:, None]
+    seen = np.isfinite(target)
+    errors = [np.abs(w * first + (1 - w) * second - target)[seen].sum() for w in WEIGHT_GRID]
+    best = float(WEIGHT_GRID[int(np.argmin(errors))])
+    return [best, 1.0 - best]
 
-    ``scaled`` are the ensemble's quantiles ``[N, H, Q]`` on validation examples, ``target_scaled`` their
-    targets ``[N, H]`` (NaN missing), both divided by each example's scale.
+
+def fit_ensemble_calibration(
+    members: list[str],
+    member_quantiles: list[np.ndarray],
+    target_scaled: np.ndarray,
+    scale: np.ndarray,
+    cities: np.ndarray,
+    quantiles: list[float],
+) -> EnsembleCalibration:
+    """Weights, then shifts that give each outer quantile its nominal share of held-out targets below it.
+
+    ``member_quantiles`` are each member's quantiles ``[N, H, Q]`` on the validation examples, ``target_scaled``
+    their targets ``[N, H]`` (NaN missing), both divided by each example's ``scale`` ``[N]``.
     """
-    residual = target_scaled[..., None] - scaled  # [N, H, Q]
+    weights = _weights(member_quantiles, target_scaled, scale, quantiles.index(0.5))
+    mixed = sum(w * q for w, q in zip(weights, member_quantiles, strict=True))
+    residual = target_scaled[..., None] - mixed  # [N, H, Q]
     shifts: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     groups = {POOLED: np.ones(len(cities), dtype=bool)} | {str(c): cities == c for c in np.unique(cities)}
@@ -70,4 +105,6 @@ def fit_band_calibration(
             shifts[name] = [0.0] * len(quantiles)
             continue
         shifts[name] = [0.0 if q == 0.5 else float(np.quantile(r[:, i], q)) for i, q in enumerate(quantiles)]
-    return BandCalibration(quantiles=list(quantiles), shifts=shifts, n_residuals=counts)
+    return EnsembleCalibration(
+        members=list(members), weights=weights, quantiles=list(quantiles), shifts=shifts, n_residuals=counts
+    )

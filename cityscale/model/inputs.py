@@ -77,7 +77,7 @@ def encode(history: np.ndarray, calendar: np.ndarray) -> tuple[np.ndarray, np.nd
         [
             normalised.astype(np.float32),
             observed.astype(np.float32),
-            np.nan_to_num(calendar.reshape(len(calendar), -1), nan=0.0).astype(np.float32),  # NaN: flag unknown
+            calendar.reshape(len(calendar), -1).astype(np.float32),
             (np.log1p(scale) / 10.0)[:, None].astype(np.float32),
             long_summaries(history, calendar.shape[1], scale),
         ],

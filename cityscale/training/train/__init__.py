@@ -265,6 +265,7 @@ def train_model(
                 num_leaves=settings.gbm_num_leaves,
                 learning_rate=settings.gbm_learning_rate,
                 steps_per_example=settings.gbm_steps_per_example,
+                volume_weighted=settings.gbm_volume_weighted,
                 seed=settings.seed,
             )
             run.extra["boosters_s"] = round(time.perf_counter() - started, 1)
@@ -276,16 +277,23 @@ def train_model(
 
 
 def _calibrate(out_dir: Path, contract: ModelContract, validation: Examples) -> None:
-    """Fit the band's conformal shifts on the held-out validation examples (cityscale/model/calibration.py)."""
-    from cityscale.forecasting.forecaster import Forecaster
-    from cityscale.model.calibration import fit_band_calibration
+    """Fit the members' weights and the band's conformal shifts on the held-out validation examples.
 
-    contract.save(out_dir)  # the forecaster reads it; rewritten last by the caller
+    See cityscale/model/calibration.py; the forecaster reads the result from ``calibration.json``.
+    """
+    from cityscale.forecasting.forecaster import Forecaster
+    from cityscale.model.calibration import fit_ensemble_calibration
+
+    contract.save(out_dir)  # the forecaster reads it; the caller rewrites it last (it marks a complete artifact)
     forecaster = Forecaster.load(out_dir)
-    scaled, scale = forecaster.members_scaled(validation.history, validation.calendar)
+    members, scale = forecaster.members_scaled(validation.history, validation.calendar)
     target = validation.target / scale[:, None]
-    fit_band_calibration(scaled, target, validation.cities, contract.quantiles).save(out_dir)
+    calibration = fit_ensemble_calibration(
+        contract.members, members, target, scale, validation.cities, contract.quantiles
+    )
+    calibration.save(out_dir)
     (out_dir / CONTRACT_FILE).unlink()
+    log.info("ensemble weights %s, band shifts %s", calibration.weights, calibration.shifts)
 
 
 def _load_examples(uri: str) -> Examples:
