@@ -115,8 +115,12 @@ train-full: $(STAMP) ## Backtest on held-out months, retrain on all of ../shared
 	$(BIN)/cityscale train-full --melbourne ../shared/data/melbourne_pcs
 
 .PHONY: bench-accuracy
-bench-accuracy: $(STAMP) ## Model vs all baselines on held-out Melbourne months (writes build/bench/accuracy.json)
+bench-accuracy: $(STAMP) ## Model vs all baselines on both cities' held-out months (writes build/bench/accuracy.json)
 	$(BIN)/python benchmarks/bench_accuracy.py
+
+.PHONY: ablation-boosters
+ablation-boosters: $(STAMP) ## One booster ablation on a validation period, e.g. ARGS="mel2022 --window 168" (appends build/bench/ablation_boosters.json)
+	$(BIN)/python benchmarks/ablation_boosters.py $(ARGS)
 
 .PHONY: bench-train
 bench-train: $(STAMP) ## Training samples/s, 1 process vs 2-process DDP on CPU, + loss equivalence (build/bench/train.json)
