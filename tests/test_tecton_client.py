@@ -113,7 +113,7 @@ def test_tecton_history_source_reads_windows_from_the_feature_service(fake_tecto
     fake, window, start = fake_tecton
     source = TectonHistorySource(fake.url, API_KEY, "prod")
     sensors = window["sensor_id"].tolist()[:3]
-    got = source.history(sensors, [start] * 3, 168)
+    got = source.history(sensors, [start] * 3, 672)
     want = np.stack([np.asarray(v, np.float32) for v in window["history_672h"].iloc[:3]])
     want[want < 0] = np.nan
     np.testing.assert_array_equal(got, want)

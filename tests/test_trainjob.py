@@ -147,6 +147,7 @@ NON_DEFAULT_TRAINING: dict[str, Any] = {
     "gbm_learning_rate": 0.07,
     "gbm_steps_per_example": 5,
     "gbm_early_stopping_rounds": 7,
+    "gbm_volume_weighted": False,
     "validation_days": 9,
     "calibrate_band": False,
 }
