@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cityscale import storage
-from cityscale.model.inputs import history_scale
+from cityscale.model.inputs import history_scale, nanmean
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,6 @@ def _calendar_columns(calendar_features: list[str]) -> tuple[list[int], list[int
     dows = [index[f"dow_{d}"] for d in range(7)]
     flags = [i for name, i in index.items() if not name.startswith(("dow_", "hour_"))]
     return dows, flags, index["hour_sin"], index["hour_cos"]
-
-
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over the observed values along ``axis``; NaN where none was observed (no warning)."""
-    observed = np.isfinite(values)
-    count = observed.sum(axis=axis)
-    total = np.where(observed, values, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _nanmedian(values: np.ndarray, axis: int) -> np.ndarray:
@@ -91,10 +82,10 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
     per_step = [
         x[:, window - 24 + hour_of_day],
         *same_hour_of_week,
-        *(_nanmean(same_hour_of_week[:w], 0) for w in (2, 4) if w <= weeks),
+        *(nanmean(same_hour_of_week[:w], 0) for w in (2, 4) if w <= weeks),
         _nanmedian(same_hour_of_week, 0),
-        _nanmean(days[:, -7:], 1)[:, hour_of_day],
-        _nanmean(days, 1)[:, hour_of_day],
+        nanmean(days[:, -7:], 1)[:, hour_of_day],
+        nanmean(days, 1)[:, hour_of_day],
         np.broadcast_to(steps, (n, horizon)),
         hour,
         calendar[..., dows].argmax(-1),
@@ -103,11 +94,11 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
     observed = np.isfinite(x)
     last_seen = np.where(observed.any(1), np.argmax(observed[:, ::-1], axis=1), window)
     with np.errstate(invalid="ignore", divide="ignore"):
-        trend = np.log((_nanmean(x[:, -168:], 1) + 0.01) / (_nanmean(x, 1) + 0.01))
+        trend = np.log((nanmean(x[:, -168:], 1) + 0.01) / (nanmean(x, 1) + 0.01))
     per_example = [
         x[:, -6:],
-        _nanmean(days, 2),
-        _nanmean(x[:, window - weeks * 168 :].reshape(n, weeks, 168), 2),
+        nanmean(days, 2),
+        nanmean(x[:, window - weeks * 168 :].reshape(n, weeks, 168), 2),
         trend[:, None],
         observed.mean(1)[:, None],
         last_seen[:, None],

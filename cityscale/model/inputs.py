@@ -31,6 +31,15 @@ def has_enough_history(history: np.ndarray, min_fraction: float) -> np.ndarray:
     return observed_fraction(history) >= min_fraction
 
 
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over the observed values along ``axis``; NaN where none was observed (no warning)."""
+    observed = np.isfinite(values)
+    count = observed.sum(axis=axis)
+    total = np.where(observed, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def history_scale(history: np.ndarray) -> np.ndarray:
     """Per-example scale [N] from history [N, L] (NaN-aware, recent hours only)."""
     window = recent(history)
@@ -58,12 +67,10 @@ def long_summaries(history: np.ndarray, horizon: int, scale: np.ndarray) -> np.n
         x[:, window - days * 24 :].reshape(n, days, 24),
         x[:, window - weeks * 168 :].reshape(n, weeks, 168),
     ]
-    means = []
-    for block, axis in zip(blocks, (0, 2, 2), strict=True):
-        seen = np.isfinite(block)
-        total, count = np.where(seen, block, 0.0).sum(axis=axis), seen.sum(axis=axis)
-        means.append((total / np.maximum(count, 1), count > 0))
-    (how, how_seen), (day, _), (week, _) = means
+    how_seen = np.isfinite(same_hour).any(axis=0)
+    how, day, week = (
+        np.nan_to_num(nanmean(block, axis), nan=0.0) for block, axis in zip(blocks, (0, 2, 2), strict=True)
+    )
     return np.concatenate([how, how_seen, day, week], axis=1).astype(np.float32)
 
 
