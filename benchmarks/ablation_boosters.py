@@ -79,6 +79,8 @@ def main(
     learning_rate: float = typer.Option(Settings().gbm_learning_rate),
     early_stopping: bool = typer.Option(True, help="stop on the latest validation_days of training origins"),
     volume_weighted: bool = typer.Option(Settings().gbm_volume_weighted),
+    max_bin: int = typer.Option(Settings().gbm_max_bin),
+    bagging_fraction: float = typer.Option(Settings().gbm_bagging_fraction),
 ) -> None:
     city, start, end = PERIODS[period]
     settings = Settings()
@@ -96,6 +98,7 @@ def main(
     if early_stopping:
         held_out = validation_mask(train.origins, settings.validation_days)
     out = Path(tempfile.mkdtemp(prefix="cityscale-ablation-model-"))
+    fit_started = time.perf_counter()
     kept = train_boosters(
         history,
         calendar,
@@ -111,7 +114,10 @@ def main(
         steps_per_example=steps,
         volume_weighted=volume_weighted,
         seed=settings.seed,
+        max_bin=max_bin,
+        bagging_fraction=bagging_fraction,
     )
+    fit_seconds = round(time.perf_counter() - fit_started)
     test = cut_examples(panel, origin_grid(pd.Timestamp(start), pd.Timestamp(end), 24), 672, settings.horizon, 0.5)
     test = test.select(test.cities == city)
     x, scale = features(*_columns(test, window, flags))
@@ -132,6 +138,9 @@ def main(
         "learning_rate": learning_rate,
         "early_stopping": early_stopping,
         "volume_weighted": volume_weighted,
+        "max_bin": max_bin,
+        "bagging_fraction": bagging_fraction,
+        "fit_seconds": fit_seconds,
         "wape": float(np.abs(forecast - actual)[cells].sum() / actual[cells].sum()),
         "mean4w_wape": float(np.abs(mean4w - actual)[cells].sum() / actual[cells].sum()),
         "sensor_days": len(test),

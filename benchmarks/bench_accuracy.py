@@ -97,8 +97,10 @@ def main(
         test_start = pd.Timestamp(start)
         chosen = backtest_baselines(panel, test_start, [b for b in baselines.split(",") if b])
         test_origins = daily_origins(start, end)
+        # Only this city's sensors: the other city's counts of the same months may be training data.
+        city_panel = panel.select_city(city)
         started = time.perf_counter()
-        result = run_backtest(panel, test_origins, models, 24, 0.5, chosen)
+        result = run_backtest(city_panel, test_origins, models, 24, settings.min_history_fraction, chosen)
         eval_s = time.perf_counter() - started
         city_rows = {
             f"{city} {method}": {k: float(v) for k, v in metrics.dropna().items() if k != "n_hours"}
@@ -117,7 +119,7 @@ def main(
                 "backtest_s": eval_s,
             }
         )
-        city_rows[f"{city} oracle_daily_level (not a forecast)"] = daily_level_oracle(panel, list(test_origins))
+        city_rows[f"{city} oracle_daily_level (not a forecast)"] = daily_level_oracle(city_panel, list(test_origins))
         rows.update(city_rows)
         sections.append((f"{city}: model vs baselines", result.summary))
         charts.update({f"{city}: {caption}": png for caption, png in backtest_charts(result).items()})

@@ -43,6 +43,8 @@ TRAINING_FIELDS: tuple[str, ...] = (
     "gbm_steps_per_example",
     "gbm_early_stopping_rounds",
     "gbm_volume_weighted",
+    "gbm_max_bin",
+    "gbm_bagging_fraction",
     "validation_days",
     "calibrate_band",
 )
@@ -124,6 +126,8 @@ class Settings(BaseSettings):
     gbm_steps_per_example: int = 8
     gbm_early_stopping_rounds: int = 20
     gbm_volume_weighted: bool = True  # rows weighed by their level: the loss counts pedestrians, as WAPE does
+    gbm_max_bin: int = 63  # histogram bins per feature (255 -> 63 with bagging 0.5: fit 0.76x, same WAPE)
+    gbm_bagging_fraction: float = 0.5  # share of the rows each round reads (docs/benchmarks.md, issue #19)
     # The latest days of training origins held out from fitting: the network's validation loss, the boosters'
     # early stopping and the conformal calibration of the band (cityscale/model/calibration.py).
     validation_days: int = 56

@@ -31,6 +31,18 @@ def test_lightgbm_is_scored_with_the_others_and_beats_yesterday(panel: Panel, tr
     assert result.summary.loc["lightgbm", "wape"] < result.summary.loc["snaive24", "wape"]
 
 
+def test_lightgbm_trains_on_every_sensor_and_forecasts_any_panel_of_the_same_grid(panel: Panel) -> None:
+    """Scoring one city's rows must not shrink the baseline's training data (the model trains on every city)."""
+    baselines = backtest_baselines(panel, pd.Timestamp("2022-09-15"), ["lightgbm"])
+    rows = np.array([panel.row("FliS_T"), panel.row(panel.sensor_ids[0])])
+    one_city = Panel(panel.values[rows], panel.index, [panel.sensor_ids[r] for r in rows], ["melbourne"] * 2)
+    pos = np.array([panel.position(pd.Timestamp("2022-09-20"))] * 2)
+    on_subset = baselines["lightgbm"](one_city, np.arange(2), pos, 24)
+    on_full = baselines["lightgbm"](panel, rows, pos, 24)
+    assert np.isfinite(on_subset).all()
+    np.testing.assert_allclose(on_subset, on_full, rtol=1e-6)
+
+
 def test_mstl_follows_daily_and_weekly_seasonality(panel: Panel) -> None:
     row = np.array([panel.row("FliS_T")] * 2)
     pos = np.array([panel.position(pd.Timestamp("2022-08-10")), panel.position(pd.Timestamp("2022-08-13"))])

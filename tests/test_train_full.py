@@ -18,6 +18,7 @@ def test_train_full_scores_the_held_out_months_then_registers_the_model_trained_
     result = train_full(settings, settings.sample_data, auckland=False)
 
     assert result.version == "0001" and set(result.holdout) == {"melbourne"}
+    assert set(result.seconds) == {"ingest_and_examples", "selection_fit", "held_out_scoring", "final_fit", "register"}
     summary = result.holdout["melbourne"].summary
     assert {"model", "mean4w", "snaive24", "snaive168"} <= set(summary.index)
     origins = pd.DatetimeIndex(result.holdout["melbourne"].origins)

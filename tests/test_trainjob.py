@@ -148,6 +148,8 @@ NON_DEFAULT_TRAINING: dict[str, Any] = {
     "gbm_steps_per_example": 5,
     "gbm_early_stopping_rounds": 7,
     "gbm_volume_weighted": False,
+    "gbm_max_bin": 127,
+    "gbm_bagging_fraction": 0.8,
     "validation_days": 9,
     "calibrate_band": False,
 }

@@ -67,15 +67,19 @@ def score(
     test_start: str,
     test_end: str,
     settings: Settings,
+    train_panel: Panel | None = None,
 ) -> BacktestResult:
     """Backtest ``models`` (``"model"`` is the candidate) and every configured baseline on daily origins.
 
     ``test_end`` ends the origin days, exclusive (empty: the last origin whose horizon fits the data).
-    The strong baselines train on data before ``test_start`` only.
+    The strong baselines train on ``train_panel`` (default: ``panel``; e.g. every city when ``panel`` is one
+    city's rows, as the model did) before ``test_start`` only.
     """
     horizon = models["model"].horizon
     end = test_end or str(panel.index[-1] - pd.Timedelta(hours=horizon - 1))
-    baselines = backtest_baselines(panel, pd.Timestamp(test_start), list(settings.strong_baselines))
+    baselines = backtest_baselines(
+        train_panel if train_panel is not None else panel, pd.Timestamp(test_start), list(settings.strong_baselines)
+    )
     origins = daily_origins(test_start, end)
     return run_backtest(panel, origins, models, horizon, settings.min_history_fraction, baselines)
 

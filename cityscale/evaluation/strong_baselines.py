@@ -62,21 +62,23 @@ def _lag_features(panel: Panel, rows: np.ndarray, positions: np.ndarray, horizon
 
 
 def lightgbm_forecast(
-    panel: Panel,
+    train_panel: Panel,
     train_positions: np.ndarray,
+    panel: Panel,
     rows: np.ndarray,
     positions: np.ndarray,
     horizon: int,
     seed: int = 42,
 ) -> np.ndarray:
-    """A global LightGBM regressor on scaled lag features, trained on origins before the test period."""
+    """A global LightGBM regressor on scaled lag features, trained on every sensor of ``train_panel`` at origins
+    before the test period, forecasting ``panel``'s (sensor, origin) pairs (both panels share one hourly grid)."""
     import lightgbm as lgb
 
-    n_s = len(panel.sensor_ids)
+    n_s = len(train_panel.sensor_ids)
     train_rows = np.repeat(np.arange(n_s), len(train_positions))
     train_pos = np.tile(train_positions, n_s)
-    target = panel.window(train_rows, train_pos, horizon)
-    x_train, train_scale = _lag_features(panel, train_rows, train_pos, horizon)
+    target = train_panel.window(train_rows, train_pos, horizon)
+    x_train, train_scale = _lag_features(train_panel, train_rows, train_pos, horizon)
     y_train = (target / train_scale[:, None]).ravel()
     keep = np.isfinite(y_train)
     params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": 63, "seed": seed, "num_threads": 2, "verbose": -1}
@@ -92,7 +94,9 @@ STRONG_BASELINES = ("lightgbm", "mstl")
 def backtest_baselines(panel: Panel, train_end: pd.Timestamp, strong: list[str]) -> dict[str, Baseline]:
     """The seasonal baselines plus the named strong ones, ready for ``run_backtest``.
 
-    LightGBM trains on daily origins before ``train_end``, so it never sees the test period.
+    LightGBM trains on every sensor of ``panel`` (all cities, as the model does) at daily origins before
+    ``train_end``, so it never sees the test period; it forecasts whichever panel the backtest scores (e.g. one
+    city's rows of the same grid).
     """
     unknown = sorted(set(strong) - set(STRONG_BASELINES))
     if unknown:
@@ -102,7 +106,7 @@ def backtest_baselines(panel: Panel, train_end: pd.Timestamp, strong: list[str])
         first = panel.index[0] + pd.Timedelta(days=28)
         origins = pd.date_range(first.ceil("D"), train_end - pd.Timedelta(hours=24), freq="D")
         train_positions = np.array([panel.position(o) for o in origins], dtype=np.int64)
-        out["lightgbm"] = lambda p, r, pos, h: lightgbm_forecast(p, train_positions, r, pos, h)
+        out["lightgbm"] = lambda p, r, pos, h: lightgbm_forecast(panel, train_positions, p, r, pos, h)
     if "mstl" in strong:
         out["mstl"] = mstl_forecast
     return out

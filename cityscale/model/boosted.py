@@ -154,6 +154,8 @@ def train_boosters(
     steps_per_example: int,
     volume_weighted: bool,
     seed: int,
+    max_bin: int = 255,
+    bagging_fraction: float = 1.0,
     num_threads: int = 0,
 ) -> dict[float, int]:
     """Fit one quantile booster per quantile, stopping early on the ``validation`` examples; write them.
@@ -161,14 +163,15 @@ def train_boosters(
     The boosters train on every example outside ``validation`` (``steps_per_example`` horizon steps each) and
     keep the round with the lowest pinball loss on the validation examples (all their steps), at most
     ``rounds``. ``volume_weighted`` weighs each row by its example's level, so the loss counts errors in
-    pedestrians, as WAPE does, instead of in multiples of each sensor's level. Returns the rounds kept per
-    quantile.
+    pedestrians, as WAPE does, instead of in multiples of each sensor's level. ``max_bin`` (histogram bins per
+    feature) and ``bagging_fraction`` (share of rows each round reads) trade a little fit for time. Returns the
+    rounds kept per quantile.
     """
     import lightgbm as lgb
 
     fit = ~validation
     x, y, w = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
-    data = lgb.Dataset(x, y, weight=w if volume_weighted else None, free_raw_data=True)
+    data = lgb.Dataset(x, y, weight=w if volume_weighted else None, params={"max_bin": max_bin}, free_raw_data=True)
     valid_sets = []
     if validation.any():
         xv, yv, wv = _rows(history[validation], calendar[validation], target[validation], calendar_features, 24, seed)
@@ -180,6 +183,8 @@ def train_boosters(
             "alpha": q,
             "learning_rate": learning_rate,
             "num_leaves": num_leaves,
+            "bagging_fraction": bagging_fraction,
+            "bagging_freq": 1 if bagging_fraction < 1.0 else 0,
             "seed": seed,
             "deterministic": True,
             "num_threads": num_threads,

@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ class TrainFullResult:
     version: str
     holdout: dict[str, BacktestResult]
     n_examples: int
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase: ingest, selection, ...
 
 
 def _examples(panel: Panel, settings: Settings) -> Examples:
@@ -60,29 +62,42 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True) -> Tr
 
     No gate: this run is the model selection itself; the card records the held-out metrics it is judged by.
     """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal started
+        seconds[phase] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+
     store = settings.resolved_store_uri
     ingest_snapshot(melbourne, store, settings=settings)
     if auckland:
         ingest_snapshot(AKL_PACKAGE, store, settings=settings)
     panel = Panel.from_raw(raw_zone.read(store))
     examples = _examples(panel, settings)
+    lap("ingest_and_examples")
 
     work = Path(tempfile.mkdtemp(prefix="cityscale-train-full-"))
     train_model(examples.select(before_holdout(examples, settings.horizon)), work / "selection", settings)
     candidate = Forecaster.load(work / "selection")
+    lap("selection_fit")
     holdout: dict[str, BacktestResult] = {}
     metrics: dict[str, float] = {}
     for city, (start, end) in HOLDOUT.items():
         city_panel = panel.select_city(city)
         if city_panel is None:
             continue
-        result = score(city_panel, {"model": candidate}, start, end, settings)
+        result = score(city_panel, {"model": candidate}, start, end, settings, train_panel=panel)
         holdout[city] = result
         metrics.update({f"{city}_{key}": value for key, value in metrics_of(result).items()})
 
+    lap("held_out_scoring")
     final_dir = work / "final"
     contract = train_model(examples, final_dir, settings)
+    lap("final_fit")
     scored_on = f"the same configuration trained without each city's held-out months and scored on them: {HOLDOUT}"
     card = registry.model_card(contract, settings.model_name, metrics, scored_on)
     version = registry.register(final_dir, settings.resolved_registry_uri, settings.model_name, metrics, card)
-    return TrainFullResult(version, holdout, len(examples))
+    lap("register")
+    return TrainFullResult(version, holdout, len(examples), seconds)

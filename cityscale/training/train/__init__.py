@@ -267,6 +267,8 @@ def train_model(
                 steps_per_example=settings.gbm_steps_per_example,
                 volume_weighted=settings.gbm_volume_weighted,
                 seed=settings.seed,
+                max_bin=settings.gbm_max_bin,
+                bagging_fraction=settings.gbm_bagging_fraction,
             )
             run.extra["boosters_s"] = round(time.perf_counter() - started, 1)
             run.extra["booster_rounds"] = {str(q): n for q, n in kept.items()}
