@@ -115,7 +115,7 @@ def main(
                 if f"{city} lightgbm" in city_rows
                 else float("nan"),
                 "wape_vs_best_baseline": 1 - model["wape"] / city_rows[f"{city} {best}"]["wape"],
-                "forecast_rate": model["n_pairs"] / result.pairs_with_actuals,
+                "forecast_rate": result.forecast_rate(),
                 "backtest_s": eval_s,
             }
         )

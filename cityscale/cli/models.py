@@ -86,8 +86,7 @@ def train_full_command(
     for city, backtest in result.holdout.items():
         console.print(f"[bold]{city}[/] held-out backtest")
         console.print(backtest.summary.drop(columns=["n_hours"], errors="ignore").to_markdown(floatfmt=".4f"))
-        rate = backtest.summary.loc["model", "n_pairs"] / max(backtest.pairs_with_actuals, 1)
-        console.print(f"{city}: {rate:.2%} of the (sensor, origin) pairs with actuals forecast")
+        console.print(f"{city}: {backtest.forecast_rate():.2%} of the (sensor, origin) pairs with actuals forecast")
     console.print(f"registered version {result.version} as latest ({result.n_examples:,} training examples)")
     phases = ", ".join(f"{phase} {s / 60:.1f} min" for phase, s in result.seconds.items())
     console.print(f"took {sum(result.seconds.values()) / 60:.1f} min: {phases}")

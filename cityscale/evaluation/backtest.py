@@ -29,6 +29,10 @@ class BacktestResult:
     origins: np.ndarray  # [P]
     pairs_with_actuals: int
 
+    def forecast_rate(self, method: str = "model") -> float:
+        """Share of the (sensor, origin) pairs with actuals that ``method`` forecast (the rest lacked history)."""
+        return float(self.summary.loc[method, "n_pairs"] / max(self.pairs_with_actuals, 1))
+
     def metrics(self, method: str) -> dict[str, float]:
         return self.summary.loc[method].dropna().to_dict()
 

@@ -90,7 +90,7 @@ def metrics_of(result: BacktestResult) -> dict[str, float]:
     for method in result.summary.index.drop("model"):
         for key in ("wape", "mase"):
             metrics[f"{method}_{key}"] = float(result.summary.loc[method, key])
-    metrics["forecast_rate"] = result.summary.loc["model", "n_pairs"] / max(result.pairs_with_actuals, 1)
+    metrics["forecast_rate"] = result.forecast_rate()
     return metrics
 
 

@@ -154,8 +154,8 @@ def train_boosters(
     steps_per_example: int,
     volume_weighted: bool,
     seed: int,
-    max_bin: int = 255,
-    bagging_fraction: float = 1.0,
+    max_bin: int,
+    bagging_fraction: float,
     num_threads: int = 0,
 ) -> dict[float, int]:
     """Fit one quantile booster per quantile, stopping early on the ``validation`` examples; write them.
