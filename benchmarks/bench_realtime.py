@@ -80,6 +80,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
     latencies, stale first polls and errors."""
     local = threading.local()
     latencies: list[float] = []
+    by_hour: dict[int, list[float]] = {}
     push_only: list[float] = []
     stale_polls = errors = superseded = 0
     reasons: dict[str, int] = {}
@@ -90,7 +91,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
             local.s = requests.Session()
         return local.s
 
-    def one(record: dict, due: float) -> None:
+    def one(record: dict, due: float, hour: int) -> None:
         nonlocal stale_polls, errors, superseded
         time.sleep(max(0.0, due - time.perf_counter()))
         s, began = session(), time.perf_counter()
@@ -119,6 +120,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
                 if out["latest_observation"] == [record["hour"]]:
                     with lock:
                         latencies.append(time.perf_counter() - began)
+                        by_hour.setdefault(hour, []).append(latencies[-1])
                         stale_polls += attempt
                     return
             elif resp.status_code == 400 and "serves forecast_start" in resp.text:
@@ -140,11 +142,14 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
         for h, hour in enumerate(hours):
             records = _records(live[live["timestamp_local"] == hour])
             for i, record in enumerate(records):
-                futures.append(pool.submit(one, record, began + h + i / len(records)))
+                futures.append(pool.submit(one, record, began + h + i / len(records), h))
         for f in futures:
             f.result()
     reasons["superseded_start_retries"] = superseded
     print("latency phase:", reasons)
+    # Where the tail is: a slow first hour is warm-up, a slow hour later is load.
+    slowest = [round(max(by_hour.get(h, [0])) * 1000) for h in range(len(hours))]
+    print("slowest push-to-forecast per hour (ms):", slowest)
     return latencies, push_only, stale_polls, errors
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cityscale.model.calibration import POOLED, EnsembleCalibration, fit_ensemble_calibration
+from cityscale.model.examples import validation_mask
 
 QUANTILES = [0.1, 0.5, 0.9]
 
@@ -51,3 +52,23 @@ def test_a_city_with_few_residuals_uses_the_pooled_shift_and_quantiles_stay_orde
     fit.shifts[POOLED] = [5.0, 0.0, -5.0]
     squeezed = fit.apply(fit.combine(members), np.array([POOLED] * 400))
     assert (np.diff(squeezed, axis=-1) >= 0).all()
+
+
+def test_a_single_member_takes_all_the_weight_and_three_are_refused() -> None:
+    members, target, scale, cities = _members(np.random.default_rng(2), 300)
+    alone = fit_ensemble_calibration(["mlp"], members[:1], target, scale, cities, QUANTILES)
+    assert alone.weights == [1.0]
+    with pytest.raises(ValueError, match="one or two members"):
+        fit_ensemble_calibration(["a", "b", "c"], [*members, members[0]], target, scale, cities, QUANTILES)
+
+
+def test_validation_holds_out_the_latest_days_or_the_latest_tenth_of_a_short_history() -> None:
+    origins = np.arange("2022-01-01", "2022-07-01", np.timedelta64(6, "h"), dtype="datetime64[ns]")
+    held = validation_mask(origins, days=56)
+    assert origins[held].min() > origins.max() - np.timedelta64(56, "D")
+    assert held.sum() == 56 * 4 and not held[:-224].any()
+    # Four weeks of origins and a 56-day window: every example would be held out, so the latest tenth is.
+    short = origins[-112:]
+    held = validation_mask(short, days=56)
+    assert 0 < held.sum() < len(short) and held.sum() == pytest.approx(len(short) / 10, abs=1)
+    assert held[-held.sum() :].all()

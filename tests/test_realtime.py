@@ -148,6 +148,8 @@ def test_push_reaches_online_features_and_the_next_forecast(gateway, feature_ser
     nxt = FRESH + pd.Timedelta(hours=1)
     values, _ = window(feature_server)
     assert values[-1] == 4321  # the new hour is the window's last slot, the rest shifted by one
+    # The acknowledgement waits for the window (what forecasts read); the aggregates follow in the same round.
+    settle(gateway)
     agg = online(feature_server, [SENSOR], ["sensor_aggregates:pedestrians_mean_1h"])
     assert agg["sensor_aggregates__pedestrians_mean_1h"]["values"][0] == pytest.approx(4321)
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from cityscale.config import Settings
 from cityscale.loopback import LoopbackServer, free_port, serve
 
+# The feature server's process environment, here and in the Helm chart (helmfile.d/charts/cityscale-feast).
+FEAST_SERVER_ENV = {"PYTHONOPTIMIZE": "1"}
+
 
 def serve_forever(settings: Settings, features_dir: str | Path, host: str, port: int, workers: int = 1) -> None:
     """Block serving the store's online features (Feast's feature server)."""
@@ -39,7 +42,12 @@ def serve_forever(settings: Settings, features_dir: str | Path, host: str, port:
 def local_feature_server(
     store_uri: str, features_dir: str | Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> Iterator[LoopbackServer]:
-    """``cityscale feature-server`` as a child process on a free loopback port; stopped on exit."""
+    """``cityscale feature-server`` as a child process on a free loopback port; stopped on exit.
+
+    Run with ``PYTHONOPTIMIZE=1``, as the cluster's Deployment is (FEAST_SERVER_ENV): Feast's registry objects are
+    ``typeguard``-checked each time a request rebuilds them from the cached registry, and optimized mode is
+    typeguard's documented off switch. Measured: ``/push`` of one window row 8.7 -> 4.3 ms (docs/realtime.md).
+    """
     port = free_port()
     cmd = [
         sys.executable,
@@ -56,5 +64,6 @@ def local_feature_server(
         str(port),
         "--no-build",
     ]
+    env = {**FEAST_SERVER_ENV, **(env or {})}
     with serve(cmd, url=f"http://127.0.0.1:{port}", name="feature server", env=env, timeout_s=timeout_s) as server:
         yield server

@@ -50,11 +50,25 @@ class Forecaster:
         local = Path(str(uri))
         if not local.is_dir():
             local = storage.download_dir(str(uri), tempfile.mkdtemp(prefix="cityscale-model-"))
-        contract = ModelContract.load(local)
+        return cls.from_files(local, ModelContract.load(local), version, members)
+
+    @classmethod
+    def from_files(
+        cls,
+        local: Path,
+        contract: ModelContract,
+        version: str = "unregistered",
+        members: Sequence[str] | None = None,
+    ) -> Forecaster:
+        """The members' files in ``local`` described by ``contract``.
+
+        Why apart from ``load``: training calibrates the ensemble before it writes the contract, which marks a
+        complete artifact, so it passes the contract in memory.
+        """
         use = list(members) if members is not None else contract.members
         unknown = sorted(set(use) - set(contract.members))
         if unknown or not use:
-            raise ValueError(f"model in {uri} has members {contract.members}; cannot use {use}")
+            raise ValueError(f"model in {local} has members {contract.members}; cannot use {use}")
         net = None
         if "mlp" in use:
             net = QuantileMLP(

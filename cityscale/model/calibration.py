@@ -66,8 +66,8 @@ def _weights(
     """Weights whose mixed median has the smallest absolute error in counts (the WAPE numerator)."""
     if len(member_quantiles) == 1:
         return [1.0]
-    if len(member_quantiles) != 2:
-        return [1.0 / len(member_quantiles)] * len(member_quantiles)
+    if len(member_quantiles) != 2:  # Settings.model_members names two kinds of member
+        raise ValueError(f"the ensemble mixes one or two members, not {len(member_quantiles)}")
     first, second = (q[..., median] * scale[:, None] for q in member_quantiles)
     target = target_scaled * scale[:, None]
     seen = np.isfinite(target)

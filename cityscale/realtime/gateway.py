@@ -11,8 +11,10 @@ changes nothing (it is not even journaled).
 Online rows are sent by one pusher thread in rounds (group commit): a round takes every sensor touched
 since the last one, snapshots their rows under the state lock and sends one ``/push`` per view. Concurrent
 pushes thus share a round instead of each paying the feature server's per-call cost, and rows always
-reach the online store in state order (never an older row after a newer one). A failed round puts its
-sensors back, so a later successful round covers them; requests waiting on a failed round get a 503.
+reach the online store in state order (never an older row after a newer one). A round sends the view that
+forecasts read (the history window) first and answers the pushes waiting on it then; the other views (the
+aggregates) follow in the same round, off the acknowledgement's path. A failed round puts its sensors back, so
+a later successful round covers them; requests waiting on a failed window push get a 503.
 
 When a count opens a new hour for its city, the other sensors' rows move to that hour too (missing last
 hour, as the batch build has them), but as a *catch-up* round ``realtime_catch_up_delay_s`` later: by then
@@ -34,7 +36,7 @@ import requests
 from cityscale import raw_zone
 from cityscale.config import Settings
 from cityscale.features.compute import local_to_utc, position_stamps
-from cityscale.features.spec import SPEC, FeatureSpec
+from cityscale.features.spec import HISTORY_VIEW, SPEC, FeatureSpec
 from cityscale.realtime.journal import Journal
 from cityscale.realtime.records import CountRow
 from cityscale.realtime.state import CountState, pos_to_local
@@ -197,14 +199,21 @@ class Gateway:
             if not todo:
                 continue
             with self._lock:  # a consistent snapshot: rows reach the store in state order
-                bodies = [(v.push_source, self.state.rows(v, sorted(todo))) for v in self.spec.pushed_views()]
-            error = self._send(bodies)
-            with self._online:
+                bodies = {v.name: (v.push_source, self.state.rows(v, sorted(todo))) for v in self.spec.pushed_views()}
+            forecast_read = [bodies.pop(HISTORY_VIEW)] if HISTORY_VIEW in bodies else []
+            error = self._send(forecast_read)
+            with self._online:  # the waiting pushes are answered once the rows forecasts read are online
                 if error:
                     self._pending |= todo
-                self._in_flight = set()
                 self._round_error, self._done = error, covered
                 self._online.notify_all()
+            if not error:
+                error = self._send(list(bodies.values()))
+                if error:  # nobody waits on these views: the next round sends the sensors' rows again
+                    with self._online:
+                        self._pending |= todo
+            with self._online:
+                self._in_flight = set()
             if error:
                 logger.warning("online push failed, retrying: %s", error)
                 self._stop.wait(0.5)

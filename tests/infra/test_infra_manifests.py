@@ -18,6 +18,8 @@ from infra_testlib import (
     run_lint,
 )
 
+from cityscale.features.server import FEAST_SERVER_ENV
+
 ALLOWED_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 
 
@@ -162,6 +164,8 @@ def test_feast_server_is_app_image_running_feast_serve(rendered):
     assert container["image"] == f"{values['registry']}/cityscale:{SAMPLE_TAG}"
     cmd = container["command"]
     assert cmd[0] == "feast" and "serve" in cmd and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert FEAST_SERVER_ENV.items() <= env.items()  # the process environment the loopback server runs with
     store = yaml.safe_load(find(docs, "ConfigMap", "feast-feature-store")[0]["data"]["feature_store.yaml"])
     assert store["online_store"]["type"] == "redis"
     assert store["online_store"]["connection_string"].startswith("feast-redis.cityscale.svc.cluster.local:6379")

@@ -286,15 +286,13 @@ def _calibrate(out_dir: Path, contract: ModelContract, validation: Examples) -> 
     from cityscale.forecasting.forecaster import Forecaster
     from cityscale.model.calibration import fit_ensemble_calibration
 
-    contract.save(out_dir)  # the forecaster reads it; the caller rewrites it last (it marks a complete artifact)
-    forecaster = Forecaster.load(out_dir)
+    forecaster = Forecaster.from_files(out_dir, contract)
     members, scale = forecaster.members_scaled(validation.history, validation.calendar)
     target = validation.target / scale[:, None]
     calibration = fit_ensemble_calibration(
         contract.members, members, target, scale, validation.cities, contract.quantiles
     )
     calibration.save(out_dir)
-    (out_dir / CONTRACT_FILE).unlink()
     log.info("ensemble weights %s, band shifts %s", calibration.weights, calibration.shifts)
 
 
