@@ -201,6 +201,11 @@ class CityScalePredictor(Model):
         if self.settings.serving_compiled_trees and forecaster.boosters is not None:
             forecaster.boosters.compile(self.settings.resolved_compiled_trees_dir)
         forecaster.calendar = CalendarCache(forecaster.calendar, self.settings.serving_calendar_cache_size)
+        # One forecast before reporting ready: the first call pays one-off set-up (compiled trees, torch kernels)
+        # that would otherwise land on the first clients' requests.
+        forecaster.predict(
+            np.ones((1, forecaster.input_window), np.float32), [pd.Timestamp("2024-01-01")], ["melbourne"]
+        )
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         history = metrics.TimedHistorySource(source, self.name)
         service = ForecastService(
