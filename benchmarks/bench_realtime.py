@@ -79,8 +79,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
     """Open loop: each hour's pushes spread over one second; returns push-to-fresh-forecast and push-only
     latencies, stale first polls and errors."""
     local = threading.local()
-    latencies: list[float] = []
-    by_hour: dict[int, list[float]] = {}
+    by_hour: dict[int, list[float]] = {}  # source hour -> its push-to-fresh-forecast latencies
     push_only: list[float] = []
     stale_polls = errors = superseded = 0
     reasons: dict[str, int] = {}
@@ -119,8 +118,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
                 out = {o["name"]: o["data"] for o in resp.json()["outputs"]}
                 if out["latest_observation"] == [record["hour"]]:
                     with lock:
-                        latencies.append(time.perf_counter() - began)
-                        by_hour.setdefault(hour, []).append(latencies[-1])
+                        by_hour.setdefault(hour, []).append(time.perf_counter() - began)
                         stale_polls += attempt
                     return
             elif resp.status_code == 400 and "serves forecast_start" in resp.text:
@@ -150,6 +148,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
     # Where the tail is: a slow first hour is warm-up, a slow hour later is load.
     slowest = [round(max(by_hour.get(h, [0])) * 1000) for h in range(len(hours))]
     print("slowest push-to-forecast per hour (ms):", slowest)
+    latencies = [seconds for hour in by_hour.values() for seconds in hour]
     return latencies, push_only, stale_polls, errors
 
 

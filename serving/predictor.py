@@ -46,6 +46,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import to_http_parameters
 
 from cityscale import registry
+from cityscale.cities import CITIES
 from cityscale.config import Settings
 from cityscale.features.online import history_source_from_settings
 from cityscale.forecasting.forecaster import Forecaster
@@ -201,10 +202,10 @@ class CityScalePredictor(Model):
         if self.settings.serving_compiled_trees and forecaster.boosters is not None:
             forecaster.boosters.compile(self.settings.resolved_compiled_trees_dir)
         forecaster.calendar = CalendarCache(forecaster.calendar, self.settings.serving_calendar_cache_size)
-        # One forecast before reporting ready: the first call pays one-off set-up (compiled trees, torch kernels)
-        # that would otherwise land on the first clients' requests.
+        # One forecast (any city, any start) before reporting ready: the first call pays one-off set-up (compiled
+        # trees, torch kernels) that would otherwise land on the first clients' requests.
         forecaster.predict(
-            np.ones((1, forecaster.input_window), np.float32), [pd.Timestamp("2024-01-01")], ["melbourne"]
+            np.ones((1, forecaster.input_window), np.float32), [pd.Timestamp("2024-01-01")], [next(iter(CITIES))]
         )
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         history = metrics.TimedHistorySource(source, self.name)

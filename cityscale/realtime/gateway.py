@@ -203,16 +203,13 @@ class Gateway:
             forecast_read = [bodies.pop(HISTORY_VIEW)] if HISTORY_VIEW in bodies else []
             error = self._send(forecast_read)
             with self._online:  # the waiting pushes are answered once the rows forecasts read are online
-                if error:
-                    self._pending |= todo
                 self._round_error, self._done = error, covered
                 self._online.notify_all()
             if not error:
-                error = self._send(list(bodies.values()))
-                if error:  # nobody waits on these views: the next round sends the sensors' rows again
-                    with self._online:
-                        self._pending |= todo
+                error = self._send(list(bodies.values()))  # nobody waits on these views
             with self._online:
+                if error:  # the next round sends the sensors' rows again
+                    self._pending |= todo
                 self._in_flight = set()
             if error:
                 logger.warning("online push failed, retrying: %s", error)
