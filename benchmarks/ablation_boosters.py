@@ -81,6 +81,7 @@ def main(
     volume_weighted: bool = typer.Option(Settings().gbm_volume_weighted),
     max_bin: int = typer.Option(Settings().gbm_max_bin),
     bagging_fraction: float = typer.Option(Settings().gbm_bagging_fraction),
+    feature_fraction: float = typer.Option(Settings().gbm_feature_fraction),
 ) -> None:
     city, start, end = PERIODS[period]
     settings = Settings()
@@ -112,10 +113,12 @@ def main(
         num_leaves=settings.gbm_num_leaves,
         learning_rate=learning_rate,
         steps_per_example=steps,
+        band_steps_per_example=steps,  # the median booster alone
         volume_weighted=volume_weighted,
         seed=settings.seed,
         max_bin=max_bin,
         bagging_fraction=bagging_fraction,
+        feature_fraction=feature_fraction,
     )
     fit_seconds = round(time.perf_counter() - fit_started)
     test = cut_examples(panel, origin_grid(pd.Timestamp(start), pd.Timestamp(end), 24), 672, settings.horizon, 0.5)
@@ -140,6 +143,7 @@ def main(
         "volume_weighted": volume_weighted,
         "max_bin": max_bin,
         "bagging_fraction": bagging_fraction,
+        "feature_fraction": feature_fraction,
         "fit_seconds": fit_seconds,
         "wape": float(np.abs(forecast - actual)[cells].sum() / actual[cells].sum()),
         "mean4w_wape": float(np.abs(mean4w - actual)[cells].sum() / actual[cells].sum()),

@@ -148,6 +148,7 @@ def _latency(gateway: str, predictor: str, live: pd.DataFrame) -> tuple[list[flo
     # Where the tail is: a slow first hour is warm-up, a slow hour later is load.
     slowest = [round(max(by_hour.get(h, [0])) * 1000) for h in range(len(hours))]
     print("slowest push-to-forecast per hour (ms):", slowest)
+    print("pushes over 250 ms per hour:", [sum(s > 0.25 for s in by_hour.get(h, [])) for h in range(len(hours))])
     latencies = [seconds for hour in by_hour.values() for seconds in hour]
     return latencies, push_only, stale_polls, errors
 

@@ -41,10 +41,12 @@ TRAINING_FIELDS: tuple[str, ...] = (
     "gbm_num_leaves",
     "gbm_learning_rate",
     "gbm_steps_per_example",
+    "gbm_band_steps_per_example",
     "gbm_early_stopping_rounds",
     "gbm_volume_weighted",
     "gbm_max_bin",
     "gbm_bagging_fraction",
+    "gbm_feature_fraction",
     "validation_days",
     "calibrate_band",
 )
@@ -124,10 +126,14 @@ class Settings(BaseSettings):
     gbm_num_leaves: int = 63
     gbm_learning_rate: float = 0.1
     gbm_steps_per_example: int = 8
+    # The P10/P90 boosters read this many of those steps: their band is conformalized afterwards, and WAPE scores
+    # the median (docs/benchmarks.md, "train-full time")
+    gbm_band_steps_per_example: int = 4
     gbm_early_stopping_rounds: int = 20
     gbm_volume_weighted: bool = True  # rows weighed by their level: the loss counts pedestrians, as WAPE does
     gbm_max_bin: int = 63  # histogram bins per feature (255 -> 63 with bagging 0.5: fit 0.76x, same WAPE)
     gbm_bagging_fraction: float = 0.5  # share of the rows each round reads (docs/benchmarks.md, issue #19)
+    gbm_feature_fraction: float = 1.0  # share of the features each round reads
     # The latest days of training origins held out from fitting: the network's validation loss, the boosters'
     # early stopping and the conformal calibration of the band (cityscale/model/calibration.py).
     validation_days: int = 56

@@ -147,3 +147,56 @@ def test_booster_features_by_hand() -> None:
     assert per_example[-1] == pytest.approx(np.log1p(scale[0]))
     with pytest.raises(ValueError, match="input_window >= 168"):
         boosted.features(history[:, -100:], calendar, CALENDAR_FEATURES)
+
+
+def _synthetic_examples(n: int, unknown_hours: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    history = rng.gamma(2.0, 50.0, size=(n, 672)).astype(np.float32)
+    stamps = pd.date_range("2022-10-10 00:00", periods=24, freq="h")
+    calendar = np.repeat(calendar_features(stamps, "melbourne")[None], n, axis=0)
+    target = rng.gamma(2.0, 50.0, size=(n, 24)).astype(np.float32)
+    target[0, :unknown_hours] = np.nan  # unknown hours give no row
+    return history, calendar, target
+
+
+def test_a_lower_draw_rank_is_a_random_subset_of_each_examples_steps() -> None:
+    history, calendar, target = _synthetic_examples(40)
+    x, y, w, rank = boosted._rows(history, calendar, target, CALENDAR_FEATURES, 8, seed=0)
+    assert len(x) == len(y) == len(w) == len(rank) < 40 * 8  # the first example's unknown hours give no row
+    assert np.isfinite(y).all()
+    assert set(np.bincount(rank, minlength=8)) <= {39, 40}  # each rank once per example, less a dropped hour
+    last = x[-8:, 10]  # the last example's rows; column 10 is the horizon step
+    assert len(set(last)) == 8 and rank[-8:].tolist() == list(range(8))
+    first_three = [sorted(x[i : i + 8, 10][rank[i : i + 8] < 3]) for i in range(len(x) - 80, len(x), 8)]
+    assert all(len(steps) == 3 for steps in first_three)
+    assert len({tuple(steps) for steps in first_three}) > 1  # drawn per example, not the same hours for all
+
+
+def test_the_band_boosters_train_on_fewer_steps_than_the_median(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightgbm as lgb
+
+    rows_per_quantile: dict[float, int] = {}
+    real_train = lgb.train
+
+    def recording_train(params: dict, train_set: lgb.Dataset, **kwargs: object) -> lgb.Booster:
+        rows_per_quantile[params["alpha"]] = train_set.construct().num_data()
+        return real_train(params, train_set, **kwargs)
+
+    monkeypatch.setattr(lgb, "train", recording_train)
+    history, calendar, target = _synthetic_examples(60, unknown_hours=0)
+    validation = np.zeros(60, dtype=bool)
+    validation[-10:] = True
+    common = dict(
+        validation=validation, rounds=5, early_stopping_rounds=2, num_leaves=7, learning_rate=0.1,
+        volume_weighted=True, seed=0, max_bin=63, bagging_fraction=1.0, feature_fraction=1.0, steps_per_example=8,
+    )  # fmt: skip
+    kept = boosted.train_boosters(
+        history, calendar, target, CALENDAR_FEATURES, [0.1, 0.5, 0.9], tmp_path, band_steps_per_example=3, **common
+    )
+    assert sorted(kept) == [0.1, 0.5, 0.9]
+    assert rows_per_quantile[0.5] == 50 * 8
+    assert rows_per_quantile[0.1] == rows_per_quantile[0.9] == 50 * 3
+    for q in kept:
+        assert lgb.Booster(model_file=str(tmp_path / boosted.booster_file(q))).num_trees() == kept[q]

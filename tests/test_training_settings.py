@@ -63,6 +63,7 @@ def test_training_reads_exactly_the_training_fields(tiny_examples: Examples, tmp
         gbm_rounds=3,
         gbm_num_leaves=7,
         gbm_steps_per_example=3,
+        gbm_band_steps_per_example=2,
         model_members=("mlp", "lightgbm"),
     )
     RecordingSettings.reads.clear()

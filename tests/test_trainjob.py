@@ -146,10 +146,12 @@ NON_DEFAULT_TRAINING: dict[str, Any] = {
     "gbm_num_leaves": 15,
     "gbm_learning_rate": 0.07,
     "gbm_steps_per_example": 5,
+    "gbm_band_steps_per_example": 3,
     "gbm_early_stopping_rounds": 7,
     "gbm_volume_weighted": False,
     "gbm_max_bin": 127,
     "gbm_bagging_fraction": 0.8,
+    "gbm_feature_fraction": 0.6,
     "validation_days": 9,
     "calibrate_band": False,
 }

@@ -111,31 +111,34 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
 
 def _rows(
     history: np.ndarray, calendar: np.ndarray, target: np.ndarray, calendar_features: list[str], steps: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Feature rows, scaled targets and each row's scale, for ``steps`` random horizon steps per example.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Feature rows, scaled targets, each row's scale and its draw rank, for ``steps`` random horizon steps per
+    example.
 
     Built in chunks, so the full ``[N * H, F]`` matrix of a 14-year history never exists: every example
     contributes, at a third of the memory and time of all its rows (neighbouring steps of one example are
     nearly the same row, so little is lost; docs/benchmarks.md, "Booster training rows"). All steps when
-    ``steps`` >= H.
+    ``steps`` >= H. The rank (0 for each example's first drawn step, 1 for its second ...) selects fewer steps
+    per example from the same rows: ``rank < k`` is a random ``k`` of each example's steps.
     """
     rng = np.random.default_rng(seed)
     horizon = target.shape[1]
-    xs, ys, ws = [], [], []
+    xs, ys, ws, ranks = [], [], [], []
     for lo in range(0, len(history), 50_000):
         hi = min(lo + 50_000, len(history))
         x, scale = features(history[lo:hi], calendar[lo:hi], calendar_features)
         y = (target[lo:hi] / scale[:, None]).reshape(-1)
         w = np.repeat(scale, horizon)
-        if steps < horizon:
-            pick = np.argsort(rng.random((hi - lo, horizon)), axis=1)[:, :steps]
-            flat = (np.arange(hi - lo)[:, None] * horizon + pick).ravel()
-            x, y, w = x[flat], y[flat], w[flat]
+        pick = np.argsort(rng.random((hi - lo, horizon)), axis=1)[:, : min(steps, horizon)]
+        flat = (np.arange(hi - lo)[:, None] * horizon + pick).ravel()
+        x, y, w = x[flat], y[flat], w[flat]
+        rank = np.tile(np.arange(pick.shape[1], dtype=np.int16), hi - lo)
         keep = np.isfinite(y)
         xs.append(x[keep])
         ys.append(y[keep])
         ws.append(w[keep])
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+        ranks.append(rank[keep])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws), np.concatenate(ranks)
 
 
 def train_boosters(
@@ -152,32 +155,49 @@ def train_boosters(
     num_leaves: int,
     learning_rate: float,
     steps_per_example: int,
+    band_steps_per_example: int,
     volume_weighted: bool,
     seed: int,
     max_bin: int,
     bagging_fraction: float,
+    feature_fraction: float,
     num_threads: int = 0,
 ) -> dict[float, int]:
     """Fit one quantile booster per quantile, stopping early on the ``validation`` examples; write them.
 
-    The boosters train on every example outside ``validation`` (``steps_per_example`` horizon steps each) and
-    keep the round with the lowest pinball loss on the validation examples (all their steps), at most
-    ``rounds``. ``volume_weighted`` weighs each row by its example's level, so the loss counts errors in
-    pedestrians, as WAPE does, instead of in multiples of each sensor's level. ``max_bin`` (histogram bins per
-    feature) and ``bagging_fraction`` (share of rows each round reads) trade a little fit for time. Returns the
-    rounds kept per quantile.
+    The median booster trains on every example outside ``validation`` (``steps_per_example`` horizon steps
+    each), the other quantiles' on ``band_steps_per_example`` of those steps: the band is conformalized
+    afterwards and WAPE scores the median, so the median gets the fit time. Each keeps the round with the lowest
+    pinball loss on the validation examples (all their steps), at most ``rounds``. ``volume_weighted`` weighs
+    each row by its example's level, so the loss counts errors in pedestrians, as WAPE does, instead of in
+    multiples of each sensor's level. ``max_bin`` (histogram bins per feature), ``bagging_fraction`` (share of
+    rows each round reads) and ``feature_fraction`` (share of features each round reads) trade a little fit for
+    time. Returns the rounds kept per quantile.
     """
     import lightgbm as lgb
 
     fit = ~validation
-    x, y, w = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
-    data = lgb.Dataset(x, y, weight=w if volume_weighted else None, params={"max_bin": max_bin}, free_raw_data=True)
-    valid_sets = []
+    x, y, w, rank = _rows(history[fit], calendar[fit], target[fit], calendar_features, steps_per_example, seed)
+    binning = {"max_bin": max_bin}
+    data = lgb.Dataset(x, y, weight=w if volume_weighted else None, params=binning, free_raw_data=True).construct()
+    band = (
+        data.subset(np.flatnonzero(rank < band_steps_per_example))
+        if band_steps_per_example < steps_per_example
+        else data
+    )
+    del x, y, w, rank
     if validation.any():
-        xv, yv, wv = _rows(history[validation], calendar[validation], target[validation], calendar_features, 24, seed)
-        valid_sets = [lgb.Dataset(xv, yv, weight=wv if volume_weighted else None, reference=data)]
+        xv, yv, wv, _ = _rows(
+            history[validation], calendar[validation], target[validation], calendar_features, 24, seed
+        )
     kept = {}
     for q in quantiles:
+        train_set = data if q == 0.5 else band
+        valid_sets = []
+        if validation.any():  # one per training set: a validation set bins with its training set's mappers
+            valid_sets = [
+                lgb.Dataset(xv, yv, weight=wv if volume_weighted else None, reference=train_set, params=binning)
+            ]
         params = {
             "objective": "quantile",
             "alpha": q,
@@ -185,13 +205,14 @@ def train_boosters(
             "num_leaves": num_leaves,
             "bagging_fraction": bagging_fraction,
             "bagging_freq": 1 if bagging_fraction < 1.0 else 0,
+            "feature_fraction": feature_fraction,
             "seed": seed,
             "deterministic": True,
             "num_threads": num_threads,
             "verbose": -1,
         }
         callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False)] if valid_sets else []
-        booster = lgb.train(params, data, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+        booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
         kept[q] = booster.best_iteration or rounds
         booster.save_model(str(Path(out_dir, booster_file(q))), num_iteration=kept[q])
     return kept

@@ -265,10 +265,12 @@ def train_model(
                 num_leaves=settings.gbm_num_leaves,
                 learning_rate=settings.gbm_learning_rate,
                 steps_per_example=settings.gbm_steps_per_example,
+                band_steps_per_example=settings.gbm_band_steps_per_example,
                 volume_weighted=settings.gbm_volume_weighted,
                 seed=settings.seed,
                 max_bin=settings.gbm_max_bin,
                 bagging_fraction=settings.gbm_bagging_fraction,
+                feature_fraction=settings.gbm_feature_fraction,
             )
             run.extra["boosters_s"] = round(time.perf_counter() - started, 1)
             run.extra["booster_rounds"] = {str(q): n for q, n in kept.items()}
