@@ -96,13 +96,13 @@ class TimedHistorySource:
     def __init__(self, inner: HistorySource, model_name: str):
         self.inner = inner
         self.source = type(inner).__name__
-        self._city = FEATURE_FETCH.labels(model_name, self.source, "city_of")
+        self._city = FEATURE_FETCH.labels(model_name, self.source, "cities_of")
         self._history = FEATURE_FETCH.labels(model_name, self.source, "history")
 
-    def city_of(self, sensor_id: str) -> str | None:
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
         start = time.perf_counter()
         try:
-            return self.inner.city_of(sensor_id)
+            return self.inner.cities_of(sensor_ids)
         finally:
             self._city.observe(time.perf_counter() - start)
 

@@ -99,12 +99,10 @@ class CityScaleTransformer(Model):
             starts = starts * n
         if len(starts) != n:
             raise ForecastRequestError(f"forecast_start has {len(starts)} values for {n} sensors (send 1 or {n})")
-        cities = []
-        for sensor in sensor_ids:
-            city = self.history_source.city_of(sensor)
+        cities = self.history_source.cities_of(list(sensor_ids))
+        for sensor, city in zip(sensor_ids, cities, strict=True):
             if city is None:
                 raise ForecastRequestError(f"unknown sensor {sensor!r}: the feature platform holds no data for it")
-            cities.append(city)
         stamps = [parse_start(s, c) for s, c in zip(starts, cities, strict=True)]
         history = self.history_source.history(sensor_ids, stamps, self.input_window)
         history = np.where(np.isfinite(history), history, MISSING).astype(np.float32)

@@ -30,7 +30,7 @@ def inputs(trained_workdir: Path, model_dir: Path) -> tuple[np.ndarray, np.ndarr
     sensors = list(source.panel.sensor_ids)
     starts = [t for t in pd.date_range("2022-09-01", periods=30, freq="17h") for _ in sensors]
     history = source.history(sensors * 30, starts, forecaster.input_window)
-    calendar = forecaster.calendar(starts, [source.city_of(s) for s in sensors * 30])
+    calendar = forecaster.calendar(starts, source.cities_of(sensors * 30))
     history[::3, ::7] = np.nan  # sensor outages: missing values must take LightGBM's default branches
     history[1::5, -30:] = np.nan
     return history, calendar

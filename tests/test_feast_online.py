@@ -87,8 +87,7 @@ def test_feast_history_source_serves_the_freshness_hour(built, server) -> None:
     got = source.history(sensors, [start] * len(sensors), 168)
     want = direct.history(sensors, [start] * len(sensors), 168)
     np.testing.assert_array_equal(got, want)  # NaN where hours are missing, on both paths
-    assert source.city_of(sensors[0]) == "melbourne"
-    assert source.city_of("NoSuchSensor_T") is None  # -> ForecastService: "unknown sensor ..."
+    assert source.cities_of([sensors[0], "NoSuchSensor_T"]) == ["melbourne", None]  # None -> "unknown sensor ..."
 
     with pytest.raises(ForecastRequestError, match="serves forecast_start 2022-11-01T00:00:00 only"):
         source.history([sensors[0]], [start - pd.Timedelta(hours=1)], 168)
@@ -98,13 +97,31 @@ def test_feast_history_source_serves_the_freshness_hour(built, server) -> None:
     assert isinstance(configured, FeastHistorySource)
 
 
+def test_a_cold_batch_of_cities_is_one_feature_server_request(built, server, monkeypatch) -> None:
+    settings, _, _, _ = built
+    sensors = RawZoneHistory(settings.resolved_store_uri).panel.sensor_ids
+    source = FeastHistorySource(server.url)
+    calls: list[int] = []
+    post = source._session.post
+
+    def counting_post(url: str, **kwargs):
+        calls.append(len(kwargs["json"]["entities"]["sensor_id"]))
+        return post(url, **kwargs)
+
+    monkeypatch.setattr(source._session, "post", counting_post)
+    assert source.cities_of(sensors) == ["melbourne"] * len(sensors)
+    assert calls == [len(sensors)]  # one request for the whole cold batch
+    assert source.cities_of([*sensors[:2], "NoSuchSensor_T"]) == ["melbourne", "melbourne", None]
+    assert calls == [len(sensors), 1]  # cached sensors cost nothing; only the unknown one is asked for
+
+
 def test_feast_client_error_paths_against_real_servers(built, server) -> None:
     # A server that is not there: connection refused is the service's failure, not the client's.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     with pytest.raises(FeatureServiceError, match="unreachable"):
-        FeastHistorySource(f"http://127.0.0.1:{dead}").city_of("FliS_T")
+        FeastHistorySource(f"http://127.0.0.1:{dead}").cities_of(["FliS_T"])
 
     # The real feature server refusing a request (unknown feature view): a 404 with Feast's message.
     bad = FeastHistorySource(server.url)

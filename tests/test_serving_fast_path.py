@@ -70,7 +70,7 @@ def _reference_forecast(forecaster: Forecaster, source: RawZoneHistory, sensor_i
     """The forecast as the code before the cheaper path computed it: every start parsed, nothing memoised."""
     if len(starts) == 1:
         starts = starts * len(sensor_ids)
-    cities = [source.city_of(s) for s in sensor_ids]
+    cities = source.cities_of(sensor_ids)
     stamps = [parse_start(s, c) for s, c in zip(starts, cities, strict=True)]
     values = source.history(sensor_ids, stamps, forecaster.input_window)
     quantiles = forecaster.predict(values, stamps, cities)
@@ -241,8 +241,8 @@ class FakeRefusingHistory:
     def __init__(self, inner: RawZoneHistory, refused: str):
         self.inner, self.refused, self.calls = inner, refused, 0
 
-    def city_of(self, sensor_id: str) -> str | None:
-        return self.inner.city_of(sensor_id)
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
+        return self.inner.cities_of(sensor_ids)
 
     def history(self, sensor_ids, starts, length):
         self.calls += 1

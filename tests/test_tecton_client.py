@@ -117,7 +117,7 @@ def test_tecton_history_source_reads_windows_from_the_feature_service(fake_tecto
     want = np.stack([np.asarray(v, np.float32) for v in window["history_672h"].iloc[:3]])
     want[want < 0] = np.nan
     np.testing.assert_array_equal(got, want)
-    assert source.city_of(sensors[0]) == "melbourne"
+    assert source.cities_of(sensors[:1]) == ["melbourne"]
     assert fake.requests[0]["params"]["workspaceName"] == "prod"
     assert fake.requests[0]["params"]["metadataOptions"]["includeEffectiveTimes"] is True
 
@@ -125,16 +125,16 @@ def test_tecton_history_source_reads_windows_from_the_feature_service(fake_tecto
 def test_tecton_history_source_error_paths(fake_tecton) -> None:
     fake, window, start = fake_tecton
     sensor = window["sensor_id"].iloc[0]
-    assert TectonHistorySource(fake.url, API_KEY, "prod").city_of("NoSuchSensor_T") is None
+    assert TectonHistorySource(fake.url, API_KEY, "prod").cities_of(["NoSuchSensor_T"]) == [None]
     with pytest.raises(ForecastRequestError, match="no history window"):
         TectonHistorySource(fake.url, API_KEY, "prod").history(["NoSuchSensor_T"], [start], 168)
     with pytest.raises(ForecastRequestError, match="serves forecast_start"):
         TectonHistorySource(fake.url, API_KEY, "prod").history([sensor], [start + pd.Timedelta(hours=5)], 168)
     with pytest.raises(FeatureServiceError, match="401"):
-        TectonHistorySource(fake.url, "wrong-key", "prod").city_of(sensor)
+        TectonHistorySource(fake.url, "wrong-key", "prod").cities_of([sensor])
     with pytest.raises(FeatureServiceError, match="not found"):
-        TectonHistorySource(fake.url, API_KEY, "prod", feature_service="nope").city_of(sensor)
+        TectonHistorySource(fake.url, API_KEY, "prod", feature_service="nope").cities_of([sensor])
     with pytest.raises(FeatureServiceError, match="unreachable"):
-        TectonHistorySource("http://127.0.0.1:9", API_KEY, "prod").city_of(sensor)
+        TectonHistorySource("http://127.0.0.1:9", API_KEY, "prod").cities_of([sensor])
     with pytest.raises(ValueError, match="TECTON_URL"):
         TectonHistorySource("", API_KEY, "prod")

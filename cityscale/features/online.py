@@ -97,27 +97,29 @@ class FeastHistorySource(HistorySource):
                 raise FeatureServiceError(f"feature server response lacks {feature} for {len(sensor_ids)} sensors")
         return out
 
-    def city_of(self, sensor_id: str) -> str | None:
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
         now = time.monotonic()
-        cached = self._cities.get(sensor_id)
-        if cached is not None and now - cached[0] < self.city_ttl_s:
-            return cached[1]
-        values, statuses, _ = self._get([CITY_REF], [sensor_id])["city"]
-        city = values[0] if statuses and statuses[0] == "PRESENT" and values[0] else None
-        self._cities[sensor_id] = (now, city)
-        return city
+        fresh = {s: hit[1] for s in sensor_ids if (hit := self._cities.get(s)) and now - hit[0] < self.city_ttl_s}
+        missing = sorted(set(sensor_ids) - fresh.keys())
+        if missing:  # one request for every sensor not cached: a cold batch is one round trip, not one per sensor
+            values, statuses, _ = self._get([CITY_REF], missing)["city"]
+            for sensor, value, status in zip(missing, values, statuses or [None] * len(missing), strict=True):
+                fresh[sensor] = value if status == "PRESENT" and value else None
+                self._cities[sensor] = (now, fresh[sensor])
+        return [fresh[s] for s in sensor_ids]
 
     def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray:
         result = self._get([HISTORY_REF], sensor_ids)[HISTORY_FEATURE]
         values, statuses, stamps = result
         out = np.empty((len(sensor_ids), length), dtype=np.float32)
+        cities = self.cities_of(sensor_ids)
         for i, (sensor, start) in enumerate(zip(sensor_ids, starts, strict=True)):
             if statuses[i] != "PRESENT" or values[i] is None:
                 raise ForecastRequestError(
                     f"the online store has no history window for sensor {sensor!r} (status {statuses[i]}); "
                     "send its history explicitly"
                 )
-            city = self.city_of(sensor) or "melbourne"
+            city = cities[i] or "melbourne"
             out[i] = _check_window(sensor, start, _as_of_local(stamps[i], city), values[i], length)
         return out
 
@@ -159,11 +161,12 @@ class TectonHistorySource(HistorySource):
         effective = {m["name"]: m.get("effectiveTime", "") for m in meta}
         return values, effective
 
-    def city_of(self, sensor_id: str) -> str | None:
-        if sensor_id not in self._cities:
-            values, _ = self._features(sensor_id)
-            self._cities[sensor_id] = values.get("sensor_metadata.city") or None
-        return self._cities[sensor_id]
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
+        for sensor in sensor_ids:  # the API serves one sensor per call
+            if sensor not in self._cities:
+                values, _ = self._features(sensor)
+                self._cities[sensor] = values.get("sensor_metadata.city") or None
+        return [self._cities[s] for s in sensor_ids]
 
     def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray:
         out = np.empty((len(sensor_ids), length), dtype=np.float32)

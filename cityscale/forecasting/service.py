@@ -29,7 +29,9 @@ class ForecastRequestError(ValueError):
 
 
 class HistorySource(Protocol):
-    def city_of(self, sensor_id: str) -> str | None: ...
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
+        """Each sensor's city, None for an unknown sensor; one round trip for the batch on a remote source."""
+        ...
 
     def history(self, sensor_ids: list[str], starts: list[pd.Timestamp], length: int) -> np.ndarray: ...
 
@@ -46,8 +48,8 @@ class RawZoneHistory:
             raise FileNotFoundError(f"the raw zone at {store_uri} holds no counts")
         self.panel = Panel.from_raw(df)
 
-    def city_of(self, sensor_id: str) -> str | None:
-        return self.panel.city_of(sensor_id)
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
+        return [self.panel.city_of(s) for s in sensor_ids]
 
     @property
     def last_hour(self) -> pd.Timestamp:
@@ -215,8 +217,7 @@ class ForecastService:
         if len(starts) != n:
             raise ForecastRequestError(f"forecast_start has {len(starts)} values for {n} sensors (send 1 or {n})")
         cities = []
-        for sensor in sensor_ids:
-            city = self.history_source.city_of(sensor)
+        for sensor, city in zip(sensor_ids, self.history_source.cities_of(list(sensor_ids)), strict=True):
             if city is None and request.history is None:
                 raise ForecastRequestError(f"unknown sensor {sensor!r}; send its history explicitly to forecast it")
             cities.append(city or self.default_city)
