@@ -234,6 +234,8 @@ class Settings(BaseSettings):
     realtime_max_records: int = 10_000  # per push request; larger batches get a 413
     realtime_push_timeout_s: float = 5.0  # the gateway's calls to the feature server's /push
     realtime_catch_up_delay_s: float = 1.0  # rows of sensors that did not push into a new hour: sent this late
+    # The aggregate views (no forecast reads them) are pushed at most this often, for every sensor touched meanwhile
+    realtime_aggregates_interval_s: float = 0.5
     # Bearer token every gateway request but GET /health must carry (`Authorization: Bearer <token>`, else a 401).
     # Empty: no check (loopback use). The cluster's Deployment sets it from a Secret (cityscale-platform chart).
     realtime_token: str = Field("", repr=False)

@@ -9,12 +9,14 @@ raw zone's own upsert rule: a corrected count replaces the old one, and an ident
 changes nothing (it is not even journaled).
 
 Online rows are sent by one pusher thread in rounds (group commit): a round takes every sensor touched
-since the last one, snapshots their rows under the state lock and sends one ``/push`` per view. Concurrent
-pushes thus share a round instead of each paying the feature server's per-call cost, and rows always
-reach the online store in state order (never an older row after a newer one). A round sends the view that
-forecasts read (the history window) first and answers the pushes waiting on it then; the other views (the
-aggregates) follow in the same round, off the acknowledgement's path. A failed round puts its sensors back, so
-a later successful round covers them; requests waiting on a failed window push get a 503.
+since the last one, snapshots their window rows (the view forecasts read) under the state lock, sends one
+``/push`` and answers the pushes waiting on it. Concurrent pushes thus share a round instead of each paying the
+feature server's per-call cost, and rows always reach the online store in state order (never an older row
+after a newer one). The other views (the aggregates), which no acknowledgement waits on, go through a second
+thread at most every ``realtime_aggregates_interval_s``, one ``/push`` per view for every sensor touched
+meanwhile: sent in the window's rounds they took a third of the pusher's time (and the next round's pushes
+waited behind them). A failed round puts its sensors back, so a later successful round covers them; requests
+waiting on a failed window push get a 503.
 
 When a count opens a new hour for its city, the other sensors' rows move to that hour too (missing last
 hour, as the batch build has them), but as a *catch-up* round ``realtime_catch_up_delay_s`` later: by then
@@ -36,7 +38,7 @@ import requests
 from cityscale import raw_zone
 from cityscale.config import Settings
 from cityscale.features.compute import local_to_utc, position_stamps
-from cityscale.features.spec import HISTORY_VIEW, SPEC, FeatureSpec
+from cityscale.features.spec import HISTORY_VIEW, SPEC, FeatureSpec, FeatureView
 from cityscale.realtime.journal import Journal
 from cityscale.realtime.records import CountRow
 from cityscale.realtime.state import CountState, pos_to_local
@@ -103,10 +105,14 @@ class Gateway:
         self._pending: set[str] = set()  # sensors whose online rows wait for the next round
         self._catch_up: set[str] = set()  # sensors moved to a new city hour without a count of their own
         self._in_flight: set[str] = set()  # sensors of the round being sent now
+        self._aggregates = threading.Condition()
+        self._aggregates_pending: set[str] = set()  # sensors whose aggregate rows wait for the next aggregates round
+        self._aggregates_in_flight: set[str] = set()
         self._catch_up_due = 0.0
         self._requested = self._done = 0  # request tickets issued / covered by a finished round
         self._round_error: str | None = None
-        self._session = requests.Session()
+        self._session = requests.Session()  # one per sending thread: a Session is not thread-safe
+        self._aggregates_session = requests.Session()
         self.committed_rows = 0
         self.state.load_raw(raw_zone.read(self.store_uri))
         self.journal = Journal(journal_dir(settings))
@@ -116,12 +122,14 @@ class Gateway:
         self.commit()  # whatever a crash left journaled goes into the raw zone now
         self._committer = threading.Thread(target=self._commit_loop, name="journal-commit", daemon=True)
         self._pusher = threading.Thread(target=self._push_loop, name="online-push", daemon=True)
+        self._aggregates_pusher = threading.Thread(target=self._aggregates_loop, name="online-aggregates", daemon=True)
 
     def start(self) -> None:
         """Bring the online store up to the journal (rows a crash may not have pushed) and start committing."""
         self._committer.start()
         if self.feature_server_url:
             self._pusher.start()
+            self._aggregates_pusher.start()
             try:
                 self._wait_online(set(self.state.city_of))
             except OnlineStoreUnavailable as exc:  # stays pending: the next round retries
@@ -198,28 +206,49 @@ class Gateway:
                 self._in_flight = todo
             if not todo:
                 continue
-            with self._lock:  # a consistent snapshot: rows reach the store in state order
-                bodies = {v.name: (v.push_source, self.state.rows(v, sorted(todo))) for v in self.spec.pushed_views()}
-            forecast_read = [bodies.pop(HISTORY_VIEW)] if HISTORY_VIEW in bodies else []
-            error = self._send(forecast_read)
+            error = self._send_views([self.spec.view(HISTORY_VIEW)], todo, self._session)
+            if not error:  # handed over before the round counts as done: stats never sees the sensors in neither
+                with self._aggregates:
+                    self._aggregates_pending |= todo
+                    self._aggregates.notify_all()
             with self._online:  # the waiting pushes are answered once the rows forecasts read are online
                 self._round_error, self._done = error, covered
-                self._online.notify_all()
-            if not error:
-                error = self._send(list(bodies.values()))  # nobody waits on these views
-            with self._online:
                 if error:  # the next round sends the sensors' rows again
                     self._pending |= todo
                 self._in_flight = set()
+                self._online.notify_all()
             if error:
                 logger.warning("online push failed, retrying: %s", error)
                 self._stop.wait(0.5)
 
-    def _send(self, bodies: list[tuple[str, dict]]) -> str | None:
+    def _aggregates_loop(self) -> None:
+        views = [v for v in self.spec.pushed_views() if v.name != HISTORY_VIEW]
+        while not self._stop.is_set():
+            with self._aggregates:
+                while not self._aggregates_pending and not self._stop.is_set():
+                    self._aggregates.wait(1.0)
+                todo, self._aggregates_pending = self._aggregates_pending, set()
+                self._aggregates_in_flight = todo
+            error = self._send_views(views, todo, self._aggregates_session) if todo else None
+            with self._aggregates:
+                if error:
+                    self._aggregates_pending |= todo
+                self._aggregates_in_flight = set()
+            if error:
+                logger.warning("online aggregates push failed, retrying: %s", error)
+            self._stop.wait(self.settings.realtime_aggregates_interval_s)
+
+    def _send_views(self, views: list[FeatureView], sensors: set[str], session: requests.Session) -> str | None:
+        """Snapshot the sensors' rows of each view under the state lock (state order), then POST them."""
+        with self._lock:
+            bodies = [(v.push_source, self.state.rows(v, sorted(sensors))) for v in views]
+        return self._send(bodies, session)
+
+    def _send(self, bodies: list[tuple[str, dict]], session: requests.Session) -> str | None:
         """POST each view's rows to the feature server's /push; the error, or None."""
         try:
             for source, rows in bodies:
-                resp = self._session.post(
+                resp = session.post(
                     f"{self.feature_server_url}/push",
                     json={"push_source_name": source, "df": rows, "to": "online"},
                     timeout=self.settings.realtime_push_timeout_s,
@@ -262,16 +291,20 @@ class Gateway:
         self._wake.set()
         with self._online:
             self._online.notify_all()
-        if self._pusher.is_alive():
-            self._pusher.join(timeout=30)
+        with self._aggregates:
+            self._aggregates.notify_all()
+        for thread in (self._pusher, self._aggregates_pusher):
+            if thread.is_alive():
+                thread.join(timeout=30)
         if self._committer.is_alive():
             self._committer.join(timeout=30)
         self.commit()
         self.journal.close()
 
     def stats(self) -> dict:
-        with self._online:  # the pusher thread swaps these sets
-            online_pending = len(self._pending | self._catch_up | self._in_flight)
+        with self._online, self._aggregates:  # the pusher threads swap these sets
+            waiting = self._pending | self._catch_up | self._in_flight
+            online_pending = len(waiting | self._aggregates_pending | self._aggregates_in_flight)
         return {
             "sensors": len(self.state.city_of),
             "journal_pending_rows": self.journal.pending_rows,
