@@ -48,7 +48,7 @@ from kserve.protocol.infer_type import to_http_parameters
 from cityscale import registry
 from cityscale.cities import CITIES
 from cityscale.config import Settings
-from cityscale.features.online import history_source_from_settings
+from cityscale.features.online import FeatureServiceError, history_source_from_settings
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.forecasting.service import (
     ForecastBatch,
@@ -161,6 +161,25 @@ def freeze_network(net: torch.nn.Module, in_dim: int) -> torch.nn.Module:
     return frozen if same else net
 
 
+WARM_UP_SENSOR = "cityscale-warm-up"  # an id no store holds: its lookups change nothing
+
+
+def warm_up_history(source: HistorySource) -> None:
+    """Look up a sensor no store holds once before reporting ready, on both read paths forecasts use.
+
+    A fresh Feast feature server spends ~350 ms on its first online read (measured in session 12), and a
+    forecast's history fetch waits for it: without this the first clients' forecasts pay it. Best effort: a
+    feature server that is not up yet only logs, and the first requests pay the set-up as before.
+    """
+    try:
+        source.cities_of([WARM_UP_SENSOR])
+        source.history([WARM_UP_SENSOR], [pd.Timestamp("2024-01-01")], 1)
+    except ForecastRequestError:  # "no history window for this sensor": the read path ran
+        pass
+    except FeatureServiceError as exc:
+        logger.warning("history source warm-up failed (the first requests pay its set-up): %s", exc)
+
+
 class CityScalePredictor(Model):
     """The forecast model behind ``/v2/models/<model_name>``: loads a registry version, serves it.
 
@@ -208,12 +227,14 @@ class CityScalePredictor(Model):
             np.ones((1, forecaster.input_window), np.float32), [pd.Timestamp("2024-01-01")], [next(iter(CITIES))]
         )
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
+        remote = not isinstance(source, RawZoneHistory)
+        if remote:
+            warm_up_history(source)
         history = metrics.TimedHistorySource(source, self.name)
         service = ForecastService(
             forecaster, history, self.settings.max_batch_sensors, self.settings.min_history_fraction
         )
         if self.pool is not None and self.batcher is None:
-            remote = not isinstance(source, RawZoneHistory)
             self.batcher = MicroBatcher(
                 self._answer_all,
                 None if remote else self.pool,

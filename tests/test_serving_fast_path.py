@@ -29,6 +29,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
 from cityscale import registry
 from cityscale.config import Settings
+from cityscale.features.online import FeatureServiceError
 from cityscale.forecasting.forecaster import Forecaster
 from cityscale.forecasting.service import (
     ForecastRequest,
@@ -39,7 +40,14 @@ from cityscale.forecasting.service import (
     parse_start,
 )
 from serving.batching import MicroBatcher
-from serving.predictor import CityScalePredictor, available_cpus, predict_threads, serialize_bytes
+from serving.predictor import (
+    WARM_UP_SENSOR,
+    CityScalePredictor,
+    available_cpus,
+    predict_threads,
+    serialize_bytes,
+    warm_up_history,
+)
 
 HORIZON = 24
 
@@ -330,3 +338,31 @@ def test_micro_batcher_hands_waiting_items_to_one_call_and_isolates_failures() -
     assert results[0] == 10 and results[1] == 20 and results[3] == 40 and results[4] == 50
     assert isinstance(results[2], ValueError) and str(results[2]) == "bad -3"
     assert isinstance(failed[0], RuntimeError)
+
+
+class RecordingHistory:
+    """Fake: a remote history source that records lookups and answers as Feast does for an unknown sensor."""
+
+    def __init__(self, error: Exception | None = None):
+        self.lookups: list[tuple[str, list[str]]] = []
+        self.error = error
+
+    def cities_of(self, sensor_ids: list[str]) -> list[str | None]:
+        self.lookups.append(("cities_of", sensor_ids))
+        if self.error:
+            raise self.error
+        return [None] * len(sensor_ids)
+
+    def history(self, sensor_ids, starts, length):
+        self.lookups.append(("history", sensor_ids))
+        raise ForecastRequestError(f"the online store has no history window for sensor {sensor_ids[0]!r}")
+
+
+def test_the_warm_up_reads_both_paths_and_never_fails_the_load(caplog) -> None:
+    source = RecordingHistory()
+    warm_up_history(source)
+    assert source.lookups == [("cities_of", [WARM_UP_SENSOR]), ("history", [WARM_UP_SENSOR])]
+    down = RecordingHistory(FeatureServiceError("feature server http://127.0.0.1:9 unreachable"))
+    warm_up_history(down)  # logged, not raised: the predictor still becomes ready
+    assert down.lookups == [("cities_of", [WARM_UP_SENSOR])]
+    assert "warm-up failed" in caplog.text
