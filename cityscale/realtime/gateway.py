@@ -4,9 +4,11 @@ Ordering is what makes it safe. A push is answered only after its counts are fsy
 so an acknowledged count survives a crash. The online feature rows are pushed *after* the journal write
 and before the answer, so a client that got its 200 finds the count in the next forecast. The journal
 is committed into the raw zone (its transactional upsert) in the background, every few seconds or at a
-row threshold, so the next batch run sees every pushed count. Conflicts resolve *last write wins*, the
-raw zone's own upsert rule: a corrected count replaces the old one, and an identical duplicate or retry
-changes nothing (it is not even journaled).
+row threshold, so the next batch run sees every pushed count. The upsert runs in a worker process: it rewrites
+a year's partition with pandas, and in this process it held the GIL long enough to stall the pushes of the
+moment (the slow hours of ``make bench-realtime`` lined up with the 5-s commits). Conflicts resolve *last
+write wins*, the raw zone's own upsert rule: a corrected count replaces the old one, and an identical
+duplicate or retry changes nothing (it is not even journaled).
 
 Online rows are sent by one pusher thread in rounds (group commit): a round takes every sensor touched
 since the last one, snapshots their window rows (the view forecasts read) under the state lock, sends one
@@ -27,8 +29,10 @@ most sensors have pushed the hour themselves, so the pushes on the critical path
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +118,7 @@ class Gateway:
         self._session = requests.Session()  # one per sending thread: a Session is not thread-safe
         self._aggregates_session = requests.Session()
         self.committed_rows = 0
+        self._upserter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         self.state.load_raw(raw_zone.read(self.store_uri))
         self.journal = Journal(journal_dir(settings))
         replayed = list(Journal.read(self.journal.segments()))
@@ -267,7 +272,7 @@ class Gateway:
                 segments = self.journal.rotate()
             rows = list(Journal.read(segments))
             if rows:
-                raw_zone.upsert(self.store_uri, rows_frame(rows), self.settings)
+                self._upserter.submit(raw_zone.upsert, self.store_uri, rows_frame(rows), self.settings).result()
             Journal.remove(segments)
             self.committed_rows += len(rows)
             with self._lock:
@@ -300,6 +305,7 @@ class Gateway:
             self._committer.join(timeout=30)
         self.commit()
         self.journal.close()
+        self._upserter.shutdown()
 
     def stats(self) -> dict:
         with self._online, self._aggregates:  # the pusher threads swap these sets
