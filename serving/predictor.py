@@ -228,7 +228,7 @@ class CityScalePredictor(Model):
         )
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         remote = not isinstance(source, RawZoneHistory)
-        if remote:
+        if remote and self.history_source is None:  # a reload keeps the source, already warm
             warm_up_history(source)
         history = metrics.TimedHistorySource(source, self.name)
         service = ForecastService(

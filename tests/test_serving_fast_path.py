@@ -340,7 +340,7 @@ def test_micro_batcher_hands_waiting_items_to_one_call_and_isolates_failures() -
     assert isinstance(failed[0], RuntimeError)
 
 
-class RecordingHistory:
+class FakeRecordingHistory:
     """Fake: a remote history source that records lookups and answers as Feast does for an unknown sensor."""
 
     def __init__(self, error: Exception | None = None):
@@ -359,10 +359,10 @@ class RecordingHistory:
 
 
 def test_the_warm_up_reads_both_paths_and_never_fails_the_load(caplog) -> None:
-    source = RecordingHistory()
+    source = FakeRecordingHistory()
     warm_up_history(source)
     assert source.lookups == [("cities_of", [WARM_UP_SENSOR]), ("history", [WARM_UP_SENSOR])]
-    down = RecordingHistory(FeatureServiceError("feature server http://127.0.0.1:9 unreachable"))
+    down = FakeRecordingHistory(FeatureServiceError("feature server http://127.0.0.1:9 unreachable"))
     warm_up_history(down)  # logged, not raised: the predictor still becomes ready
     assert down.lookups == [("cities_of", [WARM_UP_SENSOR])]
     assert "warm-up failed" in caplog.text
