@@ -178,10 +178,12 @@ def test_the_band_boosters_train_on_fewer_steps_than_the_median(
     import lightgbm as lgb
 
     rows_per_quantile: dict[float, int] = {}
+    validation_sets: list[lgb.Dataset] = []  # the objects, kept alive: ids of freed ones could repeat
     real_train = lgb.train
 
     def recording_train(params: dict, train_set: lgb.Dataset, **kwargs: object) -> lgb.Booster:
         rows_per_quantile[params["alpha"]] = train_set.construct().num_data()
+        validation_sets.extend(kwargs["valid_sets"])
         return real_train(params, train_set, **kwargs)
 
     monkeypatch.setattr(lgb, "train", recording_train)
@@ -198,5 +200,7 @@ def test_the_band_boosters_train_on_fewer_steps_than_the_median(
     assert sorted(kept) == [0.1, 0.5, 0.9]
     assert rows_per_quantile[0.5] == 50 * 8
     assert rows_per_quantile[0.1] == rows_per_quantile[0.9] == 50 * 3
+    # the validation rows are binned once, for all three boosters
+    assert len(validation_sets) == 3 and len({id(v) for v in validation_sets}) == 1
     for q in kept:
         assert lgb.Booster(model_file=str(tmp_path / boosted.booster_file(q))).num_trees() == kept[q]

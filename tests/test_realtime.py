@@ -319,6 +319,20 @@ def test_online_rows_equal_the_batch_build_of_the_committed_raw_zone(gateway, st
     assert spine["origin"].max() > FRESH  # the batch build sees the pushed hours
 
 
+def test_commit_worker_starts_with_the_gateway(tmp_path: Path) -> None:
+    """The journal-commit worker process is up before the first commit, so traffic never pays its spawn."""
+    from cityscale.realtime.gateway import Gateway
+
+    settings = Settings(workdir=tmp_path, feature_server_url="")
+    gateway = Gateway(settings)
+    try:
+        workers = list(gateway._upserter._processes.values())
+        assert len(workers) == 1 and workers[0].is_alive() and gateway.committed_rows == 0
+    finally:
+        gateway.close()
+    assert not workers[0].is_alive()
+
+
 # --- the edge simulator ---------------------------------------------------------------------------
 def test_replay_of_real_counts_equals_a_batch_ingest(tmp_path: Path) -> None:
     """`cityscale replay` with jitter, late, duplicate and drop-out faults lands row-for-row what a batch

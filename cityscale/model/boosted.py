@@ -186,18 +186,15 @@ def train_boosters(
         else data
     )
     del x, y, w, rank
-    if validation.any():
+    valid_sets = []
+    if validation.any():  # binned once with the median's mappers, which the band subset shares
         xv, yv, wv, _ = _rows(
             history[validation], calendar[validation], target[validation], calendar_features, 24, seed
         )
+        valid_sets = [lgb.Dataset(xv, yv, weight=wv if volume_weighted else None, reference=data, params=binning)]
+        del xv, yv, wv
     kept = {}
     for q in quantiles:
-        train_set = data if q == 0.5 else band
-        valid_sets = []
-        if validation.any():  # one per training set: a validation set bins with its training set's mappers
-            valid_sets = [
-                lgb.Dataset(xv, yv, weight=wv if volume_weighted else None, reference=train_set, params=binning)
-            ]
         params = {
             "objective": "quantile",
             "alpha": q,
@@ -212,6 +209,7 @@ def train_boosters(
             "verbose": -1,
         }
         callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False)] if valid_sets else []
+        train_set = data if q == 0.5 else band
         booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
         kept[q] = booster.best_iteration or rounds
         booster.save_model(str(Path(out_dir, booster_file(q))), num_iteration=kept[q])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -94,6 +95,11 @@ def rows_frame(rows: list[CountRow]) -> pd.DataFrame:
     return frame
 
 
+def _worker_pid() -> int:
+    """The commit worker's pid: submitting it starts the worker and imports this module there."""
+    return os.getpid()
+
+
 class Gateway:
     def __init__(self, settings: Settings, spec: FeatureSpec = SPEC):
         self.settings = settings
@@ -119,6 +125,8 @@ class Gateway:
         self._aggregates_session = requests.Session()
         self.committed_rows = 0
         self._upserter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # Spawn the worker and import its modules now, not at the first commit in the middle of traffic.
+        logger.info("journal commits run in worker process %d", self._upserter.submit(_worker_pid).result())
         self.state.load_raw(raw_zone.read(self.store_uri))
         self.journal = Journal(journal_dir(settings))
         replayed = list(Journal.read(self.journal.segments()))
