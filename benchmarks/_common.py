@@ -17,6 +17,22 @@ BENCH_DIR = Path("build/bench")
 console = Console(width=160)
 
 
+def wait_for_inlined_trees(http_url: str, timeout_s: float = 600.0) -> float:
+    """Wait until the predictor at ``http_url`` serves its inlined trees (built aside after start-up); seconds waited.
+
+    A benchmark measures the steady state: while the forest builds, its worker takes a core for ~1 minute.
+    """
+    import requests
+
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        text = requests.get(f"{http_url}/metrics", timeout=10).text
+        if any(line.startswith("cityscale_compiled_trees{") and line.endswith(" 2.0") for line in text.splitlines()):
+            return time.monotonic() - began
+        time.sleep(1.0)
+    raise TimeoutError(f"{http_url} did not serve inlined trees within {timeout_s:.0f} s")
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()

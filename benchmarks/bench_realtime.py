@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 import requests  # noqa: E402
-from _common import BENCH_DIR, latency_summary, write_result  # noqa: E402
+from _common import BENCH_DIR, latency_summary, wait_for_inlined_trees, write_result  # noqa: E402
 
 HOURS = int(os.environ.get("BENCH_REALTIME_HOURS", "15"))
 DAYS = int(os.environ.get("BENCH_REALTIME_DAYS", "40"))
@@ -209,6 +209,7 @@ def main() -> None:
             "CITYSCALE_FORECAST_LOG_ENABLED": "false",
         }
         with local_gateway(env) as gw, local_model_server(env=env, log_dir=WORK) as predictor:
+            print(f"inlined trees serving after {wait_for_inlined_trees(predictor.http_url):.0f} s")
             latencies, push_only, stale, errors = _latency(gw.url, predictor.http_url, live)
             records = _records(bulk)
             seconds = _throughput(gw.url, records)

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import BENCH_DIR, latency_summary, write_result  # noqa: E402
+from _common import BENCH_DIR, latency_summary, wait_for_inlined_trees, write_result  # noqa: E402
 
 from cityscale.model.contract import CONTRACT_VERSION  # noqa: E402
 
@@ -167,6 +167,7 @@ def main() -> None:
         local_model_server(env=env, module="serving.constant_model", args=[], log_dir=WORK) as bare,
         local_model_server(env=env, log_dir=WORK) as full,
     ):
+        print(f"inlined trees serving after {wait_for_inlined_trees(full.http_url):.0f} s")
         results: dict[str, dict[str, Any]] = asyncio.run(_load({"bare": bare, "cityscale": full}, sensors))
 
     checks: dict[str, Any] = {}

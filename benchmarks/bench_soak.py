@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import latency_summary, write_result  # noqa: E402
+from _common import latency_summary, wait_for_inlined_trees, write_result  # noqa: E402
 from bench_serving import _body, _ensure_model, _grpc_request  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "300"))
@@ -232,6 +232,7 @@ def main() -> None:
     env = {"CITYSCALE_WORKDIR": str(workdir), "CITYSCALE_FEATURE_SERVER_URL": "", "FEAST_FEATURE_SERVER_URL": ""}
     print(f"soak: {SECONDS:.0f} s, concurrency {CONCURRENCY} (half REST, half gRPC), {len(sensors)} sensors")
     with local_model_server(env=env, log_dir=workdir) as server:
+        print(f"inlined trees serving after {wait_for_inlined_trees(server.http_url):.0f} s")
         solo = None
         if SOLO_SECONDS > 0:
             print(f"each protocol alone first: {SOLO_SECONDS:.0f} s at concurrency {CONCURRENCY // 2}")

@@ -61,6 +61,13 @@ MODEL_INFO = Gauge(
 )
 
 
+COMPILED_TREES = Gauge(
+    "cityscale_compiled_trees",
+    "How the boosters' trees run: 0 in LightGBM, 1 compiled to native code, 2 compiled with inlining.",
+    ["model_name"],
+)
+
+
 def set_model_version(model_name: str, version: str, role: str = "predictor") -> None:
     """Mark ``version`` as the one served, and every version served before as not."""
     for metric in list(MODEL_INFO.collect()):

@@ -58,6 +58,7 @@ from cityscale.forecasting.service import (
     HistorySource,
     RawZoneHistory,
 )
+from cityscale.model.boosted import BoostedQuantiles
 from cityscale.monitoring.forecast_log import ForecastLog
 from serving import metrics
 from serving.batching import MicroBatcher
@@ -244,9 +245,20 @@ class CityScalePredictor(Model):
             )
         self.history_source, self.service, self.model_version = history, service, version
         metrics.set_model_version(self.name, version)
+        boosters = forecaster.boosters
+        metrics.COMPILED_TREES.labels(self.name).set(int(boosters is not None and boosters.compiled))
+        if boosters is not None and boosters.compiled and self.settings.serving_inline_trees:
+            threading.Thread(target=self._inline_trees, args=(boosters,), name="inline-trees", daemon=True).start()
         self.ready = True
         logger.info("loaded %s version %s from %s (history: %s)", self.name, version, uri, type(source).__name__)
         return self.ready
+
+    def _inline_trees(self, boosters: BoostedQuantiles) -> None:
+        """Swap the inlined forest in when it is built (``BoostedQuantiles.compile_inlined_aside``)."""
+        if boosters.compile_inlined_aside(self.settings.resolved_compiled_trees_dir):
+            if self.service is not None and self.service.forecaster.boosters is boosters:  # not reloaded meanwhile
+                metrics.COMPILED_TREES.labels(self.name).set(2)
+            logger.info("the boosters' inlined trees serve now")
 
     @property
     def versions(self) -> list[str]:

@@ -33,6 +33,9 @@ MELBOURNE_LOCATIONS = MELBOURNE_PCS / "sensor_locations.csv"
 
 # No test may reach a Kubernetes cluster by accident.
 os.environ["KUBECONFIG"] = "/nonexistent/kubeconfig"
+# The inlined forest costs ~55 s of a core per model to build; tests/test_compiled_trees.py builds and serves it
+# (the default). Elsewhere every predictor start would build it in the background, beside the other tests.
+os.environ.setdefault("CITYSCALE_SERVING_INLINE_TREES", "false")
 
 
 def sample_examples(settings: Settings, start: str, end: str, stride_hours: int, n_sensors: int = 0) -> Examples:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import REGISTRY
 
 from cityscale import registry
 from cityscale.config import Settings
@@ -34,6 +36,12 @@ def inputs(trained_workdir: Path, model_dir: Path) -> tuple[np.ndarray, np.ndarr
     history[::3, ::7] = np.nan  # sensor outages: missing values must take LightGBM's default branches
     history[1::5, -30:] = np.nan
     return history, calendar
+
+
+@pytest.fixture(scope="module")
+def inline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the inlined forest (~55 s to build here): built by one test, found by the next."""
+    return tmp_path_factory.mktemp("compiled-trees")
 
 
 def test_compiled_boosters_answer_as_lightgbm(model_dir, inputs, tmp_path) -> None:
@@ -84,12 +92,34 @@ def test_a_damaged_cache_file_is_compiled_afresh_not_loaded(model_dir, inputs, t
     np.testing.assert_array_equal(boosters.predict_scaled(*inputs), first.predict_scaled(*inputs))
 
 
-def test_the_predictor_serves_compiled_boosters_by_default(trained_workdir) -> None:
+def test_the_inlined_forest_is_built_in_another_process_and_swapped_in(model_dir, inputs, inline_cache) -> None:
+    boosters = Forecaster.load(model_dir).boosters
+    assert not boosters.compile_inlined_aside(inline_cache), "nothing to swap before the plain forest serves"
+    assert boosters.compile(inline_cache) and not boosters.inlined
+    assert len(list(inline_cache.glob("*.o"))) == len(boosters.files)  # the plain forest only, so far
+    serving = boosters._predictors
+    assert boosters.compile_inlined_aside(inline_cache) and boosters.inlined and boosters._predictors is not serving
+    assert len(list(inline_cache.glob("*.o"))) == 2 * len(boosters.files)  # cached apart; built by the worker
+    np.testing.assert_allclose(
+        boosters.predict_scaled(*inputs), Forecaster.load(model_dir).boosters.predict_scaled(*inputs), rtol=1e-9
+    )
+
+
+def test_the_predictor_serves_compiled_boosters_by_default(trained_workdir, inline_cache) -> None:
     from serving.predictor import CityScalePredictor
 
-    predictor = CityScalePredictor(Settings(workdir=trained_workdir, forecast_log_enabled=False))
+    defaults = {"serving_inline_trees": Settings.model_fields["serving_inline_trees"].default}  # off in conftest
+    predictor = CityScalePredictor(
+        Settings(workdir=trained_workdir, forecast_log_enabled=False, compiled_trees_dir=str(inline_cache), **defaults)
+    )
     predictor.load()
-    assert predictor.service.forecaster.boosters.compiled
+    boosters = predictor.service.forecaster.boosters
+    assert boosters.compiled
+    deadline = time.monotonic() + 180  # the inlined forest is built aside, then swapped in
+    while not boosters.inlined and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert boosters.inlined
+    assert REGISTRY.get_sample_value("cityscale_compiled_trees", {"model_name": predictor.name}) == 2
     off = CityScalePredictor(
         Settings(workdir=trained_workdir, forecast_log_enabled=False, serving_compiled_trees=False)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,20 @@ def test_booster_features_by_hand() -> None:
     assert per_example[-1] == pytest.approx(np.log1p(scale[0]))
     with pytest.raises(ValueError, match="input_window >= 168"):
         boosted.features(history[:, -100:], calendar, CALENDAR_FEATURES)
+
+
+def test_the_weekly_median_is_numpys_nanmedian() -> None:
+    """Every count of observed weeks (0 to 4, odd and even) gives np.nanmedian's value; none observed gives NaN."""
+    rng = np.random.default_rng(5)
+    weeks = rng.gamma(2.0, 1.0, size=(4, 300, 24)).astype(np.float32)
+    weeks[rng.random(weeks.shape) < 0.35] = np.nan
+    weeks[:, :5] = np.nan  # whole columns unobserved
+    observed = np.isfinite(weeks).sum(0)
+    assert set(np.unique(observed)) == {0, 1, 2, 3, 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on the all-NaN columns
+        expected = np.nanmedian(weeks, axis=0)
+    np.testing.assert_array_equal(boosted._nanmedian(weeks), expected)
 
 
 def _synthetic_examples(n: int, unknown_hours: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
