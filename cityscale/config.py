@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     # gRPC on its own event loop (serving/server.py): an older mitigation of the same starvation, superseded by the
     # predict threads above; gRPC alone is slower with it. Off: one loop, kserve's default.
     serving_grpc_own_loop: bool = False
+    # kserve's INFO line per gRPC call ("grpc method: ..."); off: ~3 % of the server's CPU under load, and log volume.
+    serving_log_grpc_calls: bool = False
 
     # KServe InferenceService (serving/inference_service.py, the deploy step's "kserve" target).
     serving_namespace: str = "cityscale"  # the pipeline runner may create/patch InferenceServices only here

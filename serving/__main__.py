@@ -23,7 +23,13 @@ def main() -> None:
     set_gil_switch_interval(settings.serving_gil_switch_interval_ms)
     predictor = CityScalePredictor(settings, model_uri=args.model)
     predictor.load()  # ready (and the readiness probe green) only once model and history source are loaded
-    server.start([predictor], settings.http_port, settings.grpc_port, grpc_own_loop=settings.serving_grpc_own_loop)
+    server.start(
+        [predictor],
+        settings.http_port,
+        settings.grpc_port,
+        grpc_own_loop=settings.serving_grpc_own_loop,
+        log_grpc_calls=settings.serving_log_grpc_calls,
+    )
 
 
 if __name__ == "__main__":

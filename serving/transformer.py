@@ -185,7 +185,7 @@ def main() -> None:
     settings = get_settings()
     transformer = CityScaleTransformer(settings, args.input_window or None)
     transformer.load()
-    server.start([transformer], settings.http_port, settings.grpc_port)
+    server.start([transformer], settings.http_port, settings.grpc_port, log_grpc_calls=settings.serving_log_grpc_calls)
 
 
 if __name__ == "__main__":

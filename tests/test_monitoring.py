@@ -11,6 +11,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -95,6 +96,29 @@ def test_forecast_log_batches_rows_and_flushes_on_close(tmp_path, store) -> None
     np.testing.assert_allclose(first["p90"], batches[0].quantile(0.9)[1])
     assert (first["target_time"] - first["origin"] == pd.to_timedelta(first["horizon"], unit="h")).all()
     assert not log.record(batches[0], "0007"), "a closed log accepts nothing"
+
+
+def test_forecast_log_writes_what_is_queued_when_the_process_exits(tmp_path, store) -> None:
+    """A server that exits (SIGTERM -> normal interpreter exit) without closing its log still writes it, at exit.
+
+    By then Python refuses new thread-pool work; pyarrow converts a frame with many rows in a thread pool, so
+    the last flush must not depend on one (it failed exactly so in a benchmark's model server).
+    """
+    script = f"""
+import pandas as pd
+from cityscale import raw_zone
+from cityscale.monitoring.forecast_log import ForecastLog
+from tests.test_monitoring import snaive_batch
+wide = raw_zone.read({store!r}).pivot_table(index="timestamp_local", columns="sensor_id", values="count")
+log = ForecastLog({str(tmp_path)!r}, max_batches=100, flush_rows=10**6, flush_interval_s=600)
+for origin in pd.date_range("2022-08-30", periods=8, freq="6h"):
+    assert log.record(snaive_batch(wide, origin), "0007")
+"""  # no close(): the log's own exit hook must write the queued rows
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    wide = raw_zone.read(store).pivot_table(index="timestamp_local", columns="sensor_id", values="count")
+    assert len(forecast_log.read(str(tmp_path))) == 8 * len(wide.columns) * 24
 
 
 def test_forecast_log_flushes_on_its_interval(tmp_path, store) -> None:

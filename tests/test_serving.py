@@ -375,6 +375,7 @@ def test_grpc_equals_rest(server, stub, pb, sensors, raw_bytes) -> None:
     over_grpc = grpc_outputs(response)
     assert_valid_forecast(over_grpc, [START] * len(sensors))
     assert_same_forecast(over_grpc, rest_outputs(rest_infer(server, inputs)), atol=1e-3)
+    assert "grpc method:" not in server.log(), "kserve's log line per gRPC call is off by default"
 
 
 def test_grpc_with_explicit_history(server, stub, pb, panel) -> None:

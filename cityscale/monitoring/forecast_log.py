@@ -97,7 +97,10 @@ def write_part(store_uri: str, rows: pd.DataFrame) -> list[str]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for day, part in rows.groupby(rows["origin"].dt.strftime("%Y-%m-%d"), sort=True):
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(part, schema=SCHEMA, preserve_index=False), buf, compression="zstd")
+        # One thread: pyarrow would convert a long frame's columns in a thread pool, which Python refuses once
+        # it is exiting, and the log's last flush runs at exit. The writer runs off the request path anyway.
+        table = pa.Table.from_pandas(part, schema=SCHEMA, preserve_index=False, nthreads=1)
+        pq.write_table(table, buf, compression="zstd")
         uri = storage.join(store_uri, LOG_PREFIX, f"date={day}", f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
         storage.write_bytes_atomic(uri, buf.getvalue())
         written.append(uri)
