@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     # Compile the LightGBM boosters to native code at load (lleaves; same answers, ~3x faster trees), cached by model
     # hash in compiled_trees_dir (default <workdir>/cache/compiled-trees). Off or failing: LightGBM serves them.
     serving_compiled_trees: bool = True
-    # Then compile the inlined forest in a separate process and swap it in when done (2.7x faster trees for ~15 s
+    # Then compile the inlined forest in a separate process and swap it in when done (2.7x faster trees for ~18 s
     # of compilation per booster; the forest above serves meanwhile). Metric cityscale_compiled_trees: 2 when in.
     serving_inline_trees: bool = True
     compiled_trees_dir: str = ""

@@ -248,7 +248,7 @@ class BoostedQuantiles:
         a probe before the swap). Compiling takes ~1 s per booster, once per model: the object code is cached in
         ``cache_dir`` under the hash of the model text, the compiler's versions and ``inline``. ``inline``
         (LLVM inlines each tree into the forest) makes the trees another ~2.7x faster (a 512-sensor forecast of
-        300-round boosters 133 -> 49 ms) for ~15 s of compilation per booster: see ``compile_inlined_aside``.
+        300-round boosters 133 -> 49 ms) for ~18 s of compilation per booster: see ``compile_inlined_aside``.
         Without lleaves, or if anything fails, what served before stays.
         """
         try:
