@@ -23,11 +23,13 @@ def wait_for_inlined_trees(http_url: str, timeout_s: float = 600.0) -> float:
     A benchmark measures the steady state: while the forest builds, its worker takes a core for ~1 minute.
     """
     import requests
+    from prometheus_client.parser import text_string_to_metric_families
 
     began = time.monotonic()
     while time.monotonic() - began < timeout_s:
-        text = requests.get(f"{http_url}/metrics", timeout=10).text
-        if any(line.startswith("cityscale_compiled_trees{") and line.endswith(" 2.0") for line in text.splitlines()):
+        families = text_string_to_metric_families(requests.get(f"{http_url}/metrics", timeout=10).text)
+        trees = [s.value for f in families if f.name == "cityscale_compiled_trees" for s in f.samples]
+        if trees and min(trees) == 2:
             return time.monotonic() - began
         time.sleep(1.0)
     raise TimeoutError(f"{http_url} did not serve inlined trees within {timeout_s:.0f} s")
