@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8081, validation_alias=AliasChoices("GRPC_PORT", "CITYSCALE_GRPC_PORT"))
     max_batch_sensors: int = 512
     serving_calendar_cache_size: int = 4096  # (city, forecast start) calendar blocks kept by the predictor
+    # Forecasts kept by the predictor, keyed by their history window's content, start and city (serving/caches.py):
+    # a repeated request between two pushes is answered without the model. 0: every request runs the model.
+    serving_forecast_cache_size: int = 16384
     serving_torch_threads: int = 1  # intra-op threads per server process (see serving/predictor.py)
     serving_freeze_model: bool = True  # trace + freeze the network at load (same outputs, less per-call overhead)
     # Compile the LightGBM boosters to native code at load (lleaves; same answers, ~3x faster trees), cached by model

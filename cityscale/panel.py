@@ -64,19 +64,24 @@ class Panel:
     def window(self, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """``values[rows[i], starts[i]:starts[i]+length]`` with NaN outside the grid.
 
-        Copied from a sliding-window view of the grid padded with ``length`` NaN hours on each side: one memcpy
-        per window, no index arrays (those of a million four-week windows would take ~15 GB).
+        Copied from a sliding-window view of the asked rows over the asked hours (padded with NaN beyond the
+        grid): one memcpy per window, no index arrays (those of a million four-week windows would take ~15 GB),
+        and no copy of hours no window reads (a forecast request reads one window of a multi-year grid).
         """
         rows, starts = np.asarray(rows, dtype=np.int64), np.asarray(starts, dtype=np.int64)
         n_hours = self.values.shape[1]
         out = np.full((len(rows), length), np.nan, dtype=np.float32)
-        # Windows entirely outside the grid stay NaN; the rest start within the padded range.
+        # Windows entirely outside the grid stay NaN.
         inside = (starts > -length) & (starts < n_hours)
         if length and inside.any():
-            padded = np.full((self.values.shape[0], n_hours + 2 * length), np.nan, dtype=np.float32)
-            padded[:, length : length + n_hours] = self.values
-            view = np.lib.stride_tricks.sliding_window_view(padded, length, axis=1)
-            out[inside] = view[rows[inside], starts[inside] + length]
+            rows, starts = rows[inside], starts[inside]
+            lo, hi = int(starts.min()), int(starts.max()) + length  # grid hours the windows cover, may overhang
+            used, local_rows = np.unique(rows, return_inverse=True)
+            block = np.full((len(used), hi - lo), np.nan, dtype=np.float32)
+            first, last = max(lo, 0), min(hi, n_hours)
+            block[:, first - lo : last - lo] = self.values[used, first:last]
+            view = np.lib.stride_tricks.sliding_window_view(block, length, axis=1)
+            out[inside] = view[local_rows, starts - lo]
         return out
 
     def select_city(self, city: str) -> Panel | None:
