@@ -17,22 +17,34 @@ BENCH_DIR = Path("build/bench")
 console = Console(width=160)
 
 
+def metric_samples(http_url: str, family: str) -> list[tuple[dict[str, str], float]]:
+    """The samples ``(labels, value)`` of one metric family on the server's ``/metrics``."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(requests.get(f"{http_url}/metrics", timeout=10).text)
+    return [(s.labels, s.value) for f in families if f.name == family for s in f.samples]
+
+
 def wait_for_inlined_trees(http_url: str, timeout_s: float = 600.0) -> float:
     """Wait until the predictor at ``http_url`` serves its inlined trees (built aside after start-up); seconds waited.
 
     A benchmark measures the steady state: while the forest builds, its worker takes a core for ~1 minute.
     """
-    import requests
-    from prometheus_client.parser import text_string_to_metric_families
-
     began = time.monotonic()
     while time.monotonic() - began < timeout_s:
-        families = text_string_to_metric_families(requests.get(f"{http_url}/metrics", timeout=10).text)
-        trees = [s.value for f in families if f.name == "cityscale_compiled_trees" for s in f.samples]
+        trees = [value for _, value in metric_samples(http_url, "cityscale_compiled_trees")]
         if trees and min(trees) == 2:
             return time.monotonic() - began
         time.sleep(1.0)
     raise TimeoutError(f"{http_url} did not serve inlined trees within {timeout_s:.0f} s")
+
+
+def forecast_cache_hit_share(http_url: str) -> float | None:
+    """Share of forecast rows the predictor answered from its forecast cache so far (None: no cache, no rows)."""
+    rows = {labels["result"]: value for labels, value in metric_samples(http_url, "cityscale_forecast_cache_rows")}
+    total = sum(rows.values())
+    return rows.get("hit", 0.0) / total if total else None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -4,7 +4,9 @@ One ``python -m serving`` child process (one worker, as in a pod). ``SOAK_CONCUR
 clients, half V2 REST JSON (httpx), half V2 gRPC (grpc.aio), send forecasts for 1 to 12 random sensors from one of
 240 hourly starts (so the calendar cache and the batch paths are exercised, not one cached answer) for
 ``SOAK_SECONDS`` (default 300), each protocol's clients in their own process (one event loop each). The server's
-RSS (psutil) is sampled every second.
+RSS (psutil) is sampled every second. In the default configuration the predictor's forecast cache answers a
+(sensor, start) pair it has seen (2,880 pairs here), so most rows are hits after the first minute; the share is
+reported (``forecast_cache_hit_pct``), and ``CITYSCALE_SERVING_FORECAST_CACHE_SIZE=0`` runs the model every time.
 
 Before the mixed soak, each protocol runs alone for ``SOAK_SOLO_SECONDS`` (default 30; 0 skips it) at half the
 concurrency, against the same server: the reference its mixed-load latency is held to.
@@ -37,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import latency_summary, wait_for_inlined_trees, write_result  # noqa: E402
+from _common import forecast_cache_hit_share, latency_summary, wait_for_inlined_trees, write_result  # noqa: E402
 from bench_serving import _body, _ensure_model, _grpc_request  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "300"))
@@ -238,6 +240,8 @@ def main() -> None:
             print(f"each protocol alone first: {SOLO_SECONDS:.0f} s at concurrency {CONCURRENCY // 2}")
             solo = run_solo(server, sensors, SOLO_SECONDS, CONCURRENCY)
         rows = run_soak(server, sensors, SECONDS, CONCURRENCY, solo=solo)
+        hit_share = forecast_cache_hit_share(server.http_url)  # repeated (sensor, start, window) rows: cache hits
+        rows["totals"]["forecast_cache_hit_pct"] = None if hit_share is None else round(100 * hit_share, 1)
     latency = {k: v for k, v in rows.items() if k.startswith(("rest", "grpc"))}
     path = write_result("soak", latency)  # the table: latency per protocol; the JSON also gets the rest
     payload = json.loads(path.read_text())

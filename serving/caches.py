@@ -77,12 +77,14 @@ class ForecastCache:
     features and trees, the network). Keyed by content, not by sensor: a push, a late count or a client's
     own ``history`` changes the key, so a stale forecast is never served and nothing needs invalidating.
     The history fetch still runs for every request (it is what the key is made of). ``max_entries`` forecasts
-    of ``horizon x quantiles`` float32 (~300 B each, plus a 16-byte digest key).
+    of ``horizon x quantiles`` float32 (~300 B each, plus a 16-byte digest key). A row repeated within one call is
+    computed once: ``on_rows`` counts it as one miss and its repeats as hits.
     """
 
-    def __init__(self, predict: Predict, max_entries: int):
+    def __init__(self, predict: Predict, max_entries: int, on_rows: Callable[[int, int], None] | None = None):
         self._predict = predict
         self._lru = _LRU(max_entries)
+        self._on_rows = on_rows  # called with (hits, misses) of every call: the predictor's metric
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -100,4 +102,6 @@ class ForecastCache:
             fresh = self._predict(rows[at], [starts[i] for i in at], [cities[i] for i in at])
             found.update(zip(missing, fresh, strict=True))
         self._lru.put_many(found)
+        if self._on_rows is not None:
+            self._on_rows(len(keys) - len(missing), len(missing))
         return np.stack([found[k] for k in keys])

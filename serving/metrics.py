@@ -12,7 +12,7 @@ Label sets stay small and bounded (model, version, protocol, status): sensor ids
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -59,13 +59,27 @@ MODEL_INFO = Gauge(
     "1 for the model version this process serves (0 for versions it served before a reload).",
     ["model_name", "model_version", "role"],
 )
-
-
+FORECAST_CACHE_ROWS = Counter(
+    "cityscale_forecast_cache_rows",
+    "Forecast rows (one per sensor asked) by source: hit (answered from the forecast cache) or miss (the model ran).",
+    ["model_name", "result"],
+)
 COMPILED_TREES = Gauge(
     "cityscale_compiled_trees",
     "How the boosters' trees run: 0 in LightGBM, 1 compiled to native code, 2 compiled with inlining.",
     ["model_name"],
 )
+
+
+def count_cache_rows(model_name: str) -> Callable[[int, int], None]:
+    """The ``on_rows(hits, misses)`` callback of a ``serving.caches.ForecastCache``, counting into the metric."""
+    hit, miss = FORECAST_CACHE_ROWS.labels(model_name, "hit"), FORECAST_CACHE_ROWS.labels(model_name, "miss")
+
+    def on_rows(hits: int, misses: int) -> None:
+        hit.inc(hits)
+        miss.inc(misses)
+
+    return on_rows
 
 
 def set_model_version(model_name: str, version: str, role: str = "predictor") -> None:

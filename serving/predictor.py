@@ -194,7 +194,9 @@ class CityScalePredictor(Model):
             np.ones((1, forecaster.input_window), np.float32), [pd.Timestamp("2024-01-01")], [next(iter(CITIES))]
         )
         if self.settings.serving_forecast_cache_size > 0:
-            forecaster.predict = ForecastCache(forecaster.predict, self.settings.serving_forecast_cache_size)
+            forecaster.predict = ForecastCache(
+                forecaster.predict, self.settings.serving_forecast_cache_size, metrics.count_cache_rows(self.name)
+            )
         source = self.history_source.inner if self.history_source else history_source_from_settings(self.settings)
         remote = not isinstance(source, RawZoneHistory)
         if remote and self.history_source is None:  # a reload keeps the source, already warm

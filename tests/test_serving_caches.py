@@ -129,3 +129,12 @@ def test_panel_window_equals_slicing_with_nan_outside_the_grid() -> None:
         starts = rng.integers(-40, 60, n) if rng.random() < 0.5 else np.full(n, rng.integers(-40, 60))
         expected = np.stack([padded[r, s + 100 : s + 100 + length] for r, s in zip(rows, starts, strict=True)])
         np.testing.assert_array_equal(panel.window(rows, starts, length), expected)
+
+
+def test_cache_rows_are_counted_as_hits_and_misses(forecaster: Forecaster, panel: Panel) -> None:
+    history, cities = _windows(panel, forecaster)[:2], list(panel.cities[:2])
+    counts: list[tuple[int, int]] = []
+    cache = ForecastCache(forecaster.predict, 10, on_rows=lambda hits, misses: counts.append((hits, misses)))
+    cache(history[[0, 0, 1]], [START] * 3, [cities[0], cities[0], cities[1]])
+    cache(history, [START] * 2, cities)
+    assert counts == [(1, 2), (2, 0)]
