@@ -244,6 +244,11 @@ class Settings(BaseSettings):
     realtime_catch_up_delay_s: float = 1.0  # rows of sensors that did not push into a new hour: sent this late
     # The aggregate views (no forecast reads them) are pushed at most this often, for every sensor touched meanwhile
     realtime_aggregates_interval_s: float = 0.5
+    # One /push at a time from the gateway to the feature server. Feast's SQLite online store (the embedded default)
+    # shares one connection across the server's threads: a window round and an aggregates push at the same moment
+    # failed with "cannot start a transaction within a transaction" (a 500; the round retried 0.5 s later, the
+    # p99 of make bench-realtime). An online store that takes concurrent writes (Redis) may turn it off.
+    realtime_serial_pushes: bool = True
     # Bearer token every gateway request but GET /health must carry (`Authorization: Bearer <token>`, else a 401).
     # Empty: no check (loopback use). The cluster's Deployment sets it from a Secret (cityscale-platform chart).
     realtime_token: str = Field("", repr=False)

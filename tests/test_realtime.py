@@ -333,6 +333,81 @@ def test_commit_worker_starts_with_the_gateway(tmp_path: Path) -> None:
     assert not workers[0].is_alive()
 
 
+class _RecordingPushServer:
+    """A loopback HTTP server answering ``POST /push`` after 30 ms, recording how many were in flight at once.
+
+    Stands in for the feature server only to observe the gateway's concurrency; the real one is tested above.
+    """
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lock, self.in_flight, self.most, self.pushes = threading.Lock(), 0, 0, 0
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with recorder.lock:
+                    recorder.in_flight += 1
+                    recorder.most = max(recorder.most, recorder.in_flight)
+                    recorder.pushes += 1
+                time.sleep(0.03)
+                with recorder.lock:
+                    recorder.in_flight -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_the_gateway_sends_one_push_at_a_time_unless_told_otherwise(tmp_path: Path, serial: bool) -> None:
+    """Window rounds and aggregates pushes never overlap (Feast's SQLite online store fails two at once with
+    "cannot start a transaction within a transaction"); with ``realtime_serial_pushes`` off they do."""
+    from cityscale.realtime.gateway import Gateway
+    from cityscale.realtime.records import CountRow
+
+    recorder = _RecordingPushServer()
+    settings = Settings(
+        workdir=tmp_path,
+        feature_server_url=recorder.url,
+        realtime_aggregates_interval_s=0.0,
+        realtime_serial_pushes=serial,
+    )
+    gateway = Gateway(settings)
+    try:
+        gateway.start()
+        hour0 = int((pd.Timestamp("2022-10-01") - pd.Timestamp("1970-01-01")) // pd.Timedelta(hours=1))
+
+        def pushes(sensor: str) -> None:
+            for hour in range(25):
+                gateway.push([CountRow("melbourne", sensor, hour0 + hour, 10 + hour, None)])
+
+        threads = [threading.Thread(target=pushes, args=(f"sensor-{i}",)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        gateway.close()
+        recorder.close()
+    assert recorder.pushes > 20
+    assert recorder.most == 1 if serial else recorder.most > 1
+
+
 # --- the edge simulator ---------------------------------------------------------------------------
 def test_replay_of_real_counts_equals_a_batch_ingest(tmp_path: Path) -> None:
     """`cityscale replay` with jitter, late, duplicate and drop-out faults lands row-for-row what a batch

@@ -17,7 +17,9 @@ feature server's per-call cost, and rows always reach the online store in state 
 after a newer one). The other views (the aggregates), which no acknowledgement waits on, go through a second
 thread at most every ``realtime_aggregates_interval_s``, one ``/push`` per view for every sensor touched
 meanwhile: sent in the window's rounds they took a third of the pusher's time (and the next round's pushes
-waited behind them). A failed round puts its sensors back, so a later successful round covers them; requests
+waited behind them). The two threads send one ``/push`` at a time (``realtime_serial_pushes``): Feast's SQLite
+online store shares one connection across the feature server's threads, and two pushes at once failed with a 500
+("cannot start a transaction within a transaction"). A failed round puts its sensors back, so a later successful round covers them; requests
 waiting on a failed window push get a 503.
 
 When a count opens a new hour for its city, the other sensors' rows move to that hour too (missing last
@@ -34,6 +36,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +124,8 @@ class Gateway:
         self._catch_up_due = 0.0
         self._requested = self._done = 0  # request tickets issued / covered by a finished round
         self._round_error: str | None = None
+        # Held around every /push when realtime_serial_pushes (Settings: the SQLite online store's one connection).
+        self._push_lock: AbstractContextManager = threading.Lock() if settings.realtime_serial_pushes else nullcontext()
         self._session = requests.Session()  # one per sending thread: a Session is not thread-safe
         self._aggregates_session = requests.Session()
         self.committed_rows = 0
@@ -261,11 +266,12 @@ class Gateway:
         """POST each view's rows to the feature server's /push; the error, or None."""
         try:
             for source, rows in bodies:
-                resp = session.post(
-                    f"{self.feature_server_url}/push",
-                    json={"push_source_name": source, "df": rows, "to": "online"},
-                    timeout=self.settings.realtime_push_timeout_s,
-                )
+                with self._push_lock:
+                    resp = session.post(
+                        f"{self.feature_server_url}/push",
+                        json={"push_source_name": source, "df": rows, "to": "online"},
+                        timeout=self.settings.realtime_push_timeout_s,
+                    )
                 if resp.status_code not in (200, 202):
                     return f"feature server answered {resp.status_code}: {resp.text[:300]}"
         except requests.RequestException as exc:
