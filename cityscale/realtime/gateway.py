@@ -19,8 +19,8 @@ thread at most every ``realtime_aggregates_interval_s``, one ``/push`` per view 
 meanwhile: sent in the window's rounds they took a third of the pusher's time (and the next round's pushes
 waited behind them). The two threads send one ``/push`` at a time (``realtime_serial_pushes``): Feast's SQLite
 online store shares one connection across the feature server's threads, and two pushes at once failed with a 500
-("cannot start a transaction within a transaction"). A failed round puts its sensors back, so a later successful round covers them; requests
-waiting on a failed window push get a 503.
+("cannot start a transaction within a transaction"). A failed round puts its sensors back, so a later
+successful round covers them; requests waiting on a failed window push get a 503.
 
 When a count opens a new hour for its city, the other sensors' rows move to that hour too (missing last
 hour, as the batch build has them), but as a *catch-up* round ``realtime_catch_up_delay_s`` later: by then
