@@ -333,10 +333,12 @@ def test_commit_worker_starts_with_the_gateway(tmp_path: Path) -> None:
     assert not workers[0].is_alive()
 
 
-class _RecordingPushServer:
-    """A loopback HTTP server answering ``POST /push`` after 30 ms, recording how many were in flight at once.
+class _FakeFeatureServerRecordingPushes:
+    """A fake feature server: a loopback HTTP server answering ``POST /push`` after 30 ms, recording how many
+    were in flight at once.
 
-    Stands in for the feature server only to observe the gateway's concurrency; the real one is tested above.
+    A fake only to observe the gateway's concurrency deterministically (with the real Feast server an overlap
+    fails only sometimes); the real one is tested above.
     """
 
     def __init__(self) -> None:
@@ -380,7 +382,7 @@ def test_the_gateway_sends_one_push_at_a_time_unless_told_otherwise(tmp_path: Pa
     from cityscale.realtime.gateway import Gateway
     from cityscale.realtime.records import CountRow
 
-    recorder = _RecordingPushServer()
+    recorder = _FakeFeatureServerRecordingPushes()
     settings = Settings(
         workdir=tmp_path,
         feature_server_url=recorder.url,

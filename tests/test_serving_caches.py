@@ -51,13 +51,19 @@ def _windows(panel: Panel, forecaster: Forecaster, start: pd.Timestamp = START) 
     return panel.window(rows, np.full(len(rows), panel.position(start)) - window, window)
 
 
-def test_a_repeated_forecast_is_the_models_answer_without_the_model(forecaster: Forecaster, panel: Panel) -> None:
+def _filled_cache(forecaster: Forecaster, panel: Panel):
+    """Every sensor's window at ``START``, a counting cache, and its first answer (all misses, counted)."""
     history, cities = _windows(panel, forecaster), list(panel.cities)
     starts = [START] * len(history)
     counting = CountingPredict(forecaster)
     cache = ForecastCache(counting, max_entries=100)
     first = cache(history, starts, cities)
     assert counting.rows == len(history)
+    return history, starts, cities, counting, cache, first
+
+
+def test_a_repeated_forecast_is_the_models_answer_without_the_model(forecaster: Forecaster, panel: Panel) -> None:
+    history, starts, cities, counting, cache, first = _filled_cache(forecaster, panel)
     # The same rows again, shuffled and one of them twice: all hits, in the asked order.
     order = [3, 0, 3, *range(len(history))]
     again = cache(history[order], [starts[i] for i in order], [cities[i] for i in order])
@@ -67,11 +73,7 @@ def test_a_repeated_forecast_is_the_models_answer_without_the_model(forecaster: 
 
 
 def test_a_new_count_another_start_or_city_reaches_the_model(forecaster: Forecaster, panel: Panel) -> None:
-    history, cities = _windows(panel, forecaster), list(panel.cities)
-    starts = [START] * len(history)
-    counting = CountingPredict(forecaster)
-    cache = ForecastCache(counting, max_entries=100)
-    before = cache(history, starts, cities)
+    history, starts, cities, counting, cache, before = _filled_cache(forecaster, panel)
     pushed = history.copy()
     pushed[0, -1] = np.nan_to_num(pushed[0, -1]) + 500  # one new count in the newest hour of one sensor
     after = cache(pushed, starts, cities)
