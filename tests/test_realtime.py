@@ -10,6 +10,7 @@ run in order: each moves the online store forward from where the previous one le
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -333,24 +334,76 @@ def test_commit_worker_starts_with_the_gateway(tmp_path: Path) -> None:
     assert not workers[0].is_alive()
 
 
+def test_pushed_rows_equal_the_definitions_written_out_plainly() -> None:
+    """The gateway's vectorized rows (numpy windows, int64 moments) equal the features computed one value at a
+    time in plain Python, on counts with gaps, an empty sensor and the largest count the ingest accepts."""
+    import math
+
+    from cityscale.realtime.state import CountState
+
+    state, rng, last = CountState(SPEC), np.random.default_rng(7), 120_000
+    for i in range(12):
+        sensor = f"s{i}"
+        state.city_of[sensor], state.first_pos[sensor], state.names[sensor] = "melbourne", last - 5_000, None
+        observed = rng.random(state.lookback + 20) > rng.random() * 0.6
+        state.counts[sensor] = {
+            last - k: int(rng.integers(0, 100_001 if i == 3 else 3_000))
+            for k in range(state.lookback + 20)
+            if observed[k]
+        }
+    state.counts["s5"] = {}
+    state.city_last["melbourne"] = last
+    sensors = sorted(state.city_of)
+    for view in SPEC.pushed_views():
+        rows = state.rows(view, sensors)
+        for i, sensor in enumerate(sensors):
+            held = state.counts[sensor]
+            series = [held.get(p) for p in range(last + 1 - state.lookback, last + 1)]  # None = missing
+            for f in view.features:
+                got = rows[f.name][i]
+                if f.kind == "window":
+                    want = [float(np.float32(v)) if v is not None else -1.0 for v in series[-f.length :]]
+                elif f.kind == "same_hour_of_week":
+                    want = []
+                    for h in range(f.length):
+                        seen = [
+                            series[-(168 * k - h)] for k in range(1, f.weeks + 1) if series[-(168 * k - h)] is not None
+                        ]
+                        want.append(float(np.float32(sum(seen) / len(seen))) if seen else -1.0)
+                elif f.kind == "aggregate":
+                    seen = [v for v in series[-f.window_hours :] if v is not None]
+                    n, s1, s2 = len(seen), sum(seen), sum(v * v for v in seen)
+                    want = {
+                        "count": n,
+                        "sum": s1,
+                        "mean": float(np.float32(s1 / n)) if n else None,
+                        "stddev": float(np.float32(math.sqrt((n * s2 - s1 * s1) / (n * (n - 1))))) if n > 1 else None,
+                    }[f.function]
+                else:
+                    continue
+                assert got == want and type(got) is type(want), (sensor, f.name)
+
+
 class _FakeFeatureServerRecordingPushes:
     """A fake feature server: a loopback HTTP server answering ``POST /push`` after 30 ms, recording how many
-    were in flight at once.
+    were in flight at once and each push's source and sensors.
 
-    A fake only to observe the gateway's concurrency deterministically (with the real Feast server an overlap
-    fails only sometimes); the real one is tested above.
+    A fake only to observe the gateway's concurrency and rounds deterministically (with the real Feast server an
+    overlap fails only sometimes); the real one is tested above.
     """
 
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.lock, self.in_flight, self.most, self.pushes = threading.Lock(), 0, 0, 0
+        self.rounds: list[tuple[str, list[str]]] = []  # (push source, sensor ids) of each push, in arrival order
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with recorder.lock:
+                    recorder.rounds.append((body["push_source_name"], body["df"]["sensor_id"]))
                     recorder.in_flight += 1
                     recorder.most = max(recorder.most, recorder.in_flight)
                     recorder.pushes += 1
@@ -408,6 +461,41 @@ def test_the_gateway_sends_one_push_at_a_time_unless_told_otherwise(tmp_path: Pa
         recorder.close()
     assert recorder.pushes > 20
     assert recorder.most == 1 if serial else recorder.most > 1
+
+
+def test_a_catch_up_sends_each_sensor_at_its_own_due(tmp_path: Path) -> None:
+    """A new hour moves the silent sensors' rows ``realtime_catch_up_delay_s`` later, each with its own due: a
+    sensor still silent when the next hour opens does not pull the whole city into its round (that round of
+    every sensor, as each hour opened, was the real-time tail of ``make bench-realtime``)."""
+    from cityscale.features.spec import HISTORY_VIEW
+    from cityscale.realtime.gateway import Gateway
+    from cityscale.realtime.records import CountRow
+
+    recorder = _FakeFeatureServerRecordingPushes()
+    settings = Settings(
+        workdir=tmp_path,
+        feature_server_url=recorder.url,
+        realtime_aggregates_interval_s=60.0,
+        realtime_catch_up_delay_s=1.0,
+    )
+    gateway = Gateway(settings)
+    hour0 = int((pd.Timestamp("2022-10-01") - pd.Timestamp("1970-01-01")) // pd.Timedelta(hours=1))
+    try:
+        gateway.start()
+        gateway.push([CountRow("melbourne", sensor, hour0, 5, None) for sensor in ("a", "b", "c")])
+        gateway.push([CountRow("melbourne", "a", hour0 + 1, 6, None)])  # opens hour 1: b and c due in 1 s
+        gateway.push([CountRow("melbourne", "b", hour0 + 1, 6, None)])  # b counts hour 1 itself
+        time.sleep(0.4)
+        gateway.push([CountRow("melbourne", "a", hour0 + 2, 7, None)])  # opens hour 2: b due in 1 s, c keeps its due
+        deadline = time.monotonic() + 10
+        while gateway.stats()["online_pending_sensors"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        gateway.close()
+        recorder.close()
+    windows = [sensors for source, sensors in recorder.rounds if source == SPEC.view(HISTORY_VIEW).push_source]
+    assert windows[:3] == [["a", "b", "c"], ["a"], ["b"]]
+    assert windows[3:] == [["a"], ["c"], ["b"]]  # before the fix: [["a"], ["b", "c"]], both at c's due
 
 
 # --- the edge simulator ---------------------------------------------------------------------------

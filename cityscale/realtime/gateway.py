@@ -23,9 +23,12 @@ online store shares one connection across the feature server's threads, and two 
 successful round covers them; requests waiting on a failed window push get a 503.
 
 When a count opens a new hour for its city, the other sensors' rows move to that hour too (missing last
-hour, as the batch build has them), but as a *catch-up* round ``realtime_catch_up_delay_s`` later: by then
-most sensors have pushed the hour themselves, so the pushes on the critical path stay small (Feast's
-``/push`` costs ~15 ms per call in registry look-ups, whatever the row count).
+hour, as the batch build has them), but as a *catch-up* ``realtime_catch_up_delay_s`` later, each sensor
+with the due of the hour that moved it: by then most sensors have pushed the hour themselves, so the pushes on
+the critical path stay small (Feast's ``/push`` costs ~15 ms per call in registry look-ups, plus ~1 ms per
+sensor's window). The due is per sensor, not one for the whole catch-up: with one due, a sensor still
+silent when the next hour opened kept that due alive, the whole city joined it, and a round of every
+sensor (70 windows, ~330 KB) went out just as the new hour's first pushes waited behind it.
 """
 
 from __future__ import annotations
@@ -116,12 +119,12 @@ class Gateway:
         self._stop = threading.Event()
         self._online = threading.Condition()
         self._pending: set[str] = set()  # sensors whose online rows wait for the next round
-        self._catch_up: set[str] = set()  # sensors moved to a new city hour without a count of their own
+        # Sensors moved to a new city hour without a count of their own -> when their rows are due (monotonic s).
+        self._catch_up: dict[str, float] = {}
         self._in_flight: set[str] = set()  # sensors of the round being sent now
         self._aggregates = threading.Condition()
         self._aggregates_pending: set[str] = set()  # sensors whose aggregate rows wait for the next aggregates round
         self._aggregates_in_flight: set[str] = set()
-        self._catch_up_due = 0.0
         self._requested = self._done = 0  # request tickets issued / covered by a finished round
         self._round_error: str | None = None
         # Held around every /push when realtime_serial_pushes (Settings: the SQLite online store's one connection).
@@ -171,9 +174,9 @@ class Gateway:
             latest = self._latest()
         if catch_up and self.feature_server_url:
             with self._online:
-                if not self._catch_up:
-                    self._catch_up_due = time.monotonic() + self.settings.realtime_catch_up_delay_s
-                self._catch_up |= catch_up
+                due = time.monotonic() + self.settings.realtime_catch_up_delay_s
+                for sensor in catch_up:  # a due never moves later: a silent sensor is not put off hour after hour
+                    self._catch_up.setdefault(sensor, due)
         online = self._wait_online(sensors)
         if self.journal.pending_rows >= self.settings.realtime_commit_rows:
             self._wake.set()
@@ -211,15 +214,15 @@ class Gateway:
         while not self._stop.is_set():
             with self._online:
                 while not self._pending and not self._stop.is_set():
-                    if self._catch_up and time.monotonic() >= self._catch_up_due:
+                    first_due = min(self._catch_up.values(), default=None)
+                    if first_due is not None and time.monotonic() >= first_due:
                         break
-                    self._online.wait(max(0.001, self._catch_up_due - time.monotonic()) if self._catch_up else 1.0)
-                todo, self._pending = self._pending, set()
-                if self._catch_up and time.monotonic() >= self._catch_up_due:
-                    todo |= self._catch_up
-                    self._catch_up = set()
-                else:
-                    self._catch_up -= todo
+                    self._online.wait(1.0 if first_due is None else max(0.001, first_due - time.monotonic()))
+                now = time.monotonic()
+                todo = self._pending | {sensor for sensor, due in self._catch_up.items() if due <= now}
+                self._pending = set()
+                for sensor in todo:  # sent now, with a count of their own or due
+                    self._catch_up.pop(sensor, None)
                 covered = self._requested
                 self._in_flight = todo
             if not todo:
@@ -323,7 +326,7 @@ class Gateway:
 
     def stats(self) -> dict:
         with self._online, self._aggregates:  # the pusher threads swap these sets
-            waiting = self._pending | self._catch_up | self._in_flight
+            waiting = self._pending | self._catch_up.keys() | self._in_flight
             online_pending = len(waiting | self._aggregates_pending | self._aggregates_in_flight)
         return {
             "sensors": len(self.state.city_of),

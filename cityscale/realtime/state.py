@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -116,15 +117,22 @@ class CountState:
 
     # --- feature rows -----------------------------------------------------------------------------
     def rows(self, view: FeatureView, sensors: list[str]) -> dict[str, list]:
-        """The view's rows for ``sensors`` at their freshness hours, as Feast push columns."""
+        """The view's rows for ``sensors`` at their freshness hours, as Feast push columns.
+
+        Vectorized per sensor (numpy over the window, one UTC conversion per city hour): it runs under the
+        gateway's state lock and holds the GIL, so its cost is a wait for every push of the moment.
+        """
         out: dict[str, list] = {"sensor_id": [], "event_timestamp": []}
         for f in view.features:
             out[f.name] = []
+        stamps: dict[tuple[str, int], str] = {}
         for sensor in sensors:
             city, t = self.city_of[sensor], self.as_of(sensor)
+            if (city, t) not in stamps:
+                stamps[city, t] = local_to_utc(position_stamps(np.array([t])), city)[0].isoformat()
             out["sensor_id"].append(sensor)
-            out["event_timestamp"].append(local_to_utc(position_stamps(np.array([t])), city)[0].isoformat())
-            series = self._series(sensor, t)
+            out["event_timestamp"].append(stamps[city, t])
+            series = _Series(self._series(sensor, t))
             for f in view.features:
                 out[f.name].append(self._value(f, sensor, t, series))
         return out
@@ -132,32 +140,45 @@ class CountState:
     def _series(self, sensor: str, t: int) -> np.ndarray:
         """Counts of the ``lookback`` hours before t, oldest first, NaN = missing."""
         hours = self.counts.get(sensor, {})
-        start = t - self.lookback
-        return np.array([hours.get(p, np.nan) for p in range(start, t)], dtype=np.float64)
+        return np.array(list(map(hours.get, range(t - self.lookback, t), repeat(math.nan))), dtype=np.float64)
 
-    def _value(self, f: Feature, sensor: str, t: int, series: np.ndarray) -> object:
+    def _value(self, f: Feature, sensor: str, t: int, series: _Series) -> object:
         if f.kind == "window":
-            window = series[-f.length :]
+            window = series.values[-f.length :]
             return np.where(np.isnan(window), -1.0, window).astype(np.float32).tolist()
         if f.kind == "same_hour_of_week":
-            profile = []
-            for h in range(f.length):
-                same = [series[len(series) - (168 * k - h)] for k in range(1, f.weeks + 1)]
-                seen = [v for v in same if not math.isnan(v)]
-                profile.append(float(np.float32(sum(seen) / len(seen))) if seen else -1.0)
-            return profile
+            # Hour h of the profile: the hours 168k - h before t, k = 1..weeks (a sum of integers: exact in float64).
+            n = len(series.values)
+            same = series.values[n - (168 * np.arange(1, f.weeks + 1)[:, None] - np.arange(f.length)[None, :])]
+            seen = (~np.isnan(same)).sum(axis=0)
+            total = np.nansum(same, axis=0)
+            means = np.divide(total, seen, out=np.full(f.length, -1.0), where=seen > 0).astype(np.float32)
+            return means.astype(np.float64).tolist()
         if f.kind == "aggregate":
-            seen = [int(v) for v in series[-f.window_hours :] if not math.isnan(v)]
-            return _aggregate(f, seen)
+            return _aggregate(f, *series.moments(f.window_hours))
         if f.kind == "age":
             base = self._install.get(sensor, self.first_pos[sensor])
             return float(np.float32((t - base) / 24.0))
         raise ValueError(f"feature {f.name!r} of kind {f.kind!r} cannot be pushed")
 
 
-def _aggregate(f: Feature, seen: list[int]) -> object:
+class _Series:
+    """One sensor's recent counts and the exact integer moments of their trailing windows."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+        seen = ~np.isnan(values)
+        counts = np.where(seen, values, 0).astype(np.int64)  # <= 100,000 per hour: sums of squares fit in int64
+        self._n, self._s1, self._s2 = (np.cumsum(a[::-1]) for a in (seen.astype(np.int64), counts, counts * counts))
+
+    def moments(self, hours: int) -> tuple[int, int, int]:
+        """Count, sum and sum of squares of the observed counts of the last ``hours`` hours."""
+        i = min(hours, len(self.values)) - 1
+        return int(self._n[i]), int(self._s1[i]), int(self._s2[i])
+
+
+def _aggregate(f: Feature, n: int, s1: int, s2: int) -> object:
     """Exactly ``FeatureComputer._agg_expr``: exact integer moments, then one rounding to the declared type."""
-    n, s1, s2 = len(seen), sum(seen), sum(v * v for v in seen)
     if f.function == "count":
         return n
     if f.function == "sum":
