@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import cached_property
 from itertools import repeat
 
 import numpy as np
@@ -167,14 +168,21 @@ class _Series:
 
     def __init__(self, values: np.ndarray):
         self.values = values
-        seen = ~np.isnan(values)
-        counts = np.where(seen, values, 0).astype(np.int64)  # <= 100,000 per hour: sums of squares fit in int64
-        self._n, self._s1, self._s2 = (np.cumsum(a[::-1]) for a in (seen.astype(np.int64), counts, counts * counts))
+
+    @cached_property
+    def _trailing_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Count, sum and sum of squares of the last 1, 2, ... hours; built on first use (window rounds, on the
+        pushes' critical path, never ask)."""
+        seen = ~np.isnan(self.values)
+        counts = np.where(seen, self.values, 0).astype(np.int64)  # <= 100,000 per hour: squares' sums fit in int64
+        n, s1, s2 = (np.cumsum(a[::-1]) for a in (seen.astype(np.int64), counts, counts * counts))
+        return n, s1, s2
 
     def moments(self, hours: int) -> tuple[int, int, int]:
         """Count, sum and sum of squares of the observed counts of the last ``hours`` hours."""
         i = min(hours, len(self.values)) - 1
-        return int(self._n[i]), int(self._s1[i]), int(self._s2[i])
+        n, s1, s2 = self._trailing_sums
+        return int(n[i]), int(s1[i]), int(s2[i])
 
 
 def _aggregate(f: Feature, n: int, s1: int, s2: int) -> object:
