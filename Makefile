@@ -111,8 +111,8 @@ lint: $(STAMP) ## Lint and format-check the Python code
 	$(BIN)/ruff format --check .
 
 .PHONY: train-full
-train-full: $(STAMP) ## Backtest on held-out months, retrain on all of ../shared/data + Auckland, register as latest
-	$(BIN)/cityscale train-full --melbourne ../shared/data/melbourne_pcs
+train-full: $(STAMP) ## Train on ../shared/data + Auckland without the held-out months, score them, register that model (ARGS=--refit: retrain on all first)
+	$(BIN)/cityscale train-full --melbourne ../shared/data/melbourne_pcs $(ARGS)
 
 .PHONY: bench-accuracy
 bench-accuracy: $(STAMP) ## Model vs all baselines on both cities' held-out months (writes build/bench/accuracy.json)

