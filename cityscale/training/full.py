@@ -64,7 +64,7 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True, refit
 
     No gate: this run is the model selection itself; the card records the held-out metrics it is judged by.
     Why the selected model and not, by default, a refit on everything: its card's numbers are then its own, and the
-    run takes half the time. What the refit would add is the held-out months' recency (3-4 months of ~8 years),
+    run takes half the time. What the refit would add is recency (the held-out 3-4 months, on 13 years of counts),
     measured as a booster trained that much earlier (docs/benchmarks.md, "Session 16: one fit instead of two");
     the cluster's scheduled retraining adds the newest counts anyway, behind its gate. ``refit`` retrains the same
     configuration on all data and registers that instead.
