@@ -100,12 +100,14 @@ def train_full(settings: Settings, melbourne: Path, auckland: bool = True, refit
         metrics.update({f"{city}_{key}": value for key, value in metrics_of(result).items()})
 
     lap("held_out_scoring")
-    model_dir, scored_on = work / "selection", f"the held-out months, which this model was trained without: {HOLDOUT}"
     if refit:
         model_dir = work / "final"
         contract = train_model(examples, model_dir, settings)
         lap("final_fit")
         scored_on = f"the same configuration trained without each city's held-out months and scored on them: {HOLDOUT}"
+    else:
+        model_dir = work / "selection"
+        scored_on = f"the held-out months, which this model was trained without: {HOLDOUT}"
     card = registry.model_card(contract, settings.model_name, metrics, scored_on)
     version = registry.register(model_dir, settings.resolved_registry_uri, settings.model_name, metrics, card)
     lap("register")
