@@ -140,22 +140,12 @@ def test_booster_features_by_hand() -> None:
     assert hod28 == pytest.approx(np.mean(day25))
     assert (k, hour, dow) == (step, 5, 0)
     assert (rows[step, 13 : 13 + 6] == 0).all()  # no holiday, lockdown, holiday eve or after, bridge, DST change
-
-    def against_usual(hours: int) -> float:  # the latest hours' mean against the same hours of the 3 weeks before
-        earlier = np.mean([np.nanmean(x[672 - hours - 168 * w : 672 - 168 * w]) for w in (1, 2, 3)])
-        return (np.nanmean(x[-hours:]) + 0.01) / (earlier + 0.01)
-
-    adjusted_by_day, adjusted_by_week = rows[step, 19:21]
-    assert adjusted_by_day == pytest.approx(mean4w * against_usual(24))
-    assert adjusted_by_week == pytest.approx(mean4w * against_usual(168))
-    assert against_usual(24) > 1.1  # the counts grow with the hour: the last day is above its usual level
-    per_example = rows[step, 21:]
+    per_example = rows[step, 19:]
     assert per_example[:6] == pytest.approx(x[-6:])
     assert per_example[6 + 27] == pytest.approx(x[-24:].mean())  # the last day's mean
-    assert per_example[-6] == pytest.approx(671 / 672)  # observed share
-    assert per_example[-5] == 0  # hours since the last count
-    assert per_example[-4] == pytest.approx(np.log1p(scale[0]))
-    assert per_example[-3:] == pytest.approx(np.log([against_usual(h) for h in (24, 168, 6)]))
+    assert per_example[-3] == pytest.approx(671 / 672)  # observed share
+    assert per_example[-2] == 0  # hours since the last count
+    assert per_example[-1] == pytest.approx(np.log1p(scale[0]))
     with pytest.raises(ValueError, match="input_window >= 168"):
         boosted.features(history[:, -100:], calendar, CALENDAR_FEATURES)
 

@@ -62,34 +62,16 @@ def _nanmedian(values: np.ndarray) -> np.ndarray:
     return np.where(count[0] > 0, (lower + upper) / 2, np.nan)
 
 
-def _level_ratio(x: np.ndarray, hours: int, weeks: int) -> np.ndarray:
-    """The mean of the latest ``hours`` against the mean of the same hours of the week over the window's ``weeks -
-    1`` earlier weeks, per example ``[N]`` (NaN where either is unobserved).
-
-    Why: a day or a week running above or below its usual level for the time of week (school holidays, a
-    recovery, a run of bad weather) tends to go on, and the trees cannot divide one column by another, nor
-    multiply the seasonal mean by the result. Given as ratios and as the seasonal mean times them, a deviation
-    one day old is one split away. The +0.01 (scaled units) keeps a closed sensor's ratio finite.
-    """
-    window = x.shape[1]
-    now = nanmean(x[:, window - hours :], 1)
-    earlier = np.stack([x[:, window - hours - 168 * k : window - 168 * k] for k in range(1, weeks)])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (now + 0.01) / (nanmean(nanmean(earlier, 0), 1) + 0.01)
-
-
 def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[N * H, F]`` and the per-example scale ``[N]`` from history ``[N, L]`` and calendar ``[N, H, K]``.
 
     Why these: the seasonal baselines a planner trusts are all here as inputs, so the trees learn when to
     follow which, and how the level is drifting. Per target hour: the same hour yesterday and in each of the
     window's weeks, that hour-of-week's mean over 2 and 4 weeks and median, the hour-of-day's mean over the
-    last 7 and 28 days, the step, hour, weekday, every calendar flag, and the hour-of-week's mean scaled by the
-    last day's and the last week's level against their usual (``_level_ratio``). Per example: the last 6 hours,
-    each of the window's 24-hour means and weekly means, the last week's level against the window's (trend), the
-    observed share, the hours since the last count, the log level and the log of the last 24, 168 and 6 hours'
-    level against their usual. Missing hours stay NaN (LightGBM routes them by itself), so a sensor with a short
-    past still gets its recent-week features.
+    last 7 and 28 days, the step, hour, weekday and every calendar flag. Per example: the last 6 hours, each
+    of the window's 24-hour means and weekly means, the last week's level against the window's (trend), the
+    observed share, the hours since the last count and the log level. Missing hours stay NaN (LightGBM routes
+    them by itself), so a sensor with a short past still gets its recent-week features.
     """
     n, window = history.shape
     if window < MIN_WINDOW:
@@ -105,7 +87,6 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
     days = x[:, window - n_days * 24 :].reshape(n, n_days, 24)
     dows, flags, hour_sin, hour_cos = _calendar_columns(calendar_features)
     hour = np.round(np.arctan2(calendar[..., hour_sin], calendar[..., hour_cos]) / (2 * np.pi) * 24) % 24
-    ratios = [_level_ratio(x, hours, weeks) for hours in (24, 168, 6)] if weeks >= 2 else []
     per_step = [
         x[:, window - 24 + hour_of_day],
         *same_hour_of_week,
@@ -117,7 +98,6 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
         hour,
         calendar[..., dows].argmax(-1),
         *(calendar[..., i] for i in flags),
-        *(nanmean(same_hour_of_week, 0) * r[:, None] for r in ratios[:2]),  # the seasonal mean, adjusted
     ]
     observed = np.isfinite(x)
     last_seen = np.where(observed.any(1), np.argmax(observed[:, ::-1], axis=1), window)
@@ -131,7 +111,6 @@ def features(history: np.ndarray, calendar: np.ndarray, calendar_features: list[
         observed.mean(1)[:, None],
         last_seen[:, None],
         np.log1p(scale)[:, None],
-        *(np.log(r)[:, None] for r in ratios),
     ]
     step_columns = np.stack([np.asarray(c, dtype=np.float32).reshape(-1) for c in per_step], axis=1)
     example_columns = np.concatenate([np.asarray(c, dtype=np.float32) for c in per_example], axis=1)
